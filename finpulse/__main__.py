@@ -1,0 +1,3 @@
+from finpulse.cli import main
+
+main()

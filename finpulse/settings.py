@@ -1,0 +1,89 @@
+"""The one settings object. Every knob is an environment variable with the prefix ``FINPULSE_``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_model_dir() -> Path:
+    """The model version the pipeline scores with unless ``FINPULSE_MODEL_DIR`` says otherwise."""
+    from finpulse.models import DEFAULT_MODEL_DIR
+
+    return DEFAULT_MODEL_DIR
+
+
+class Settings(BaseSettings):
+    """Runtime configuration of the worker, the CLI and the benchmarks.
+
+    Example:
+        >>> Settings(topic_prefix="desk.").topic("news.raw")
+        'desk.news.raw'
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FINPULSE_", extra="ignore")
+
+    data_dir: Path = Field(Path("./var"), description="Embedded state: chDB under clickhouse/, logs, runs.")
+    broker: str = Field("", description="Kafka bootstrap servers; empty = start the embedded Tansu broker.")
+    clickhouse_dsn: str = Field(
+        "", description="chdb:///dir or http(s)://user:pass@host:port/db; empty = chdb://DATA_DIR/clickhouse."
+    )
+    topic_prefix: str = Field("finpulse.", description="Prefix of every topic.")
+    model_dir: Path | None = Field(None, description="Model version the scorer loads; empty = shipped default.")
+
+    batch_size: int = Field(1000, ge=1, description="Most events scored and inserted together.")
+    batch_max_wait_s: float = Field(0.5, gt=0, description="Longest wait to fill a micro-batch.")
+    topic_partitions: int = Field(4, ge=1, description="Partitions of the topics finpulse creates.")
+    retrain_confidence_threshold: float = Field(
+        0.55, ge=0, le=1, description="Scored events with calibrated confidence below this go to retraining."
+    )
+    max_text_chars: int = Field(2000, ge=16, description="Text is cut to this many characters for scoring.")
+    max_message_bytes: int = Field(1_000_000, ge=1024, description="Larger raw messages go to the DLQ.")
+    dlq_payload_head_bytes: int = Field(
+        2048, ge=0, description="Bytes of a rejected message kept in the dlq_events table (payload_head)."
+    )
+    dlq_topic_max_bytes: int = Field(
+        262_144, ge=0, description="Bytes of a rejected message republished on events.dlq (the SHA-256 covers all)."
+    )
+    entity_aliases_csv: Path | None = Field(None, description="Extra company aliases (ticker,alias[,market]).")
+
+    worker_id: str = Field("finpulse-worker", description="Faust app id = Kafka consumer group.")
+    worker_web_host: str = Field("127.0.0.1", description="Host of the worker's HTTP endpoint (health, SQL).")
+    worker_web_port: int = Field(6066, ge=0, le=65535, description="Port of the worker's HTTP endpoint.")
+    broker_rebalance_timeout_s: float = Field(
+        3.0, gt=0, description="Consumer group rebalance timeout; short keeps group joins fast."
+    )
+    clickhouse_retry_max_s: float = Field(
+        600.0, gt=0, description="How long an insert is retried while ClickHouse is down before the worker fails."
+    )
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_is_a_topic_name(cls, value: str) -> str:
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        if not set(value) <= allowed:
+            raise ValueError(f"topic prefix {value!r} may only hold letters, digits, '.', '_' and '-'")
+        return value
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def resolved_clickhouse_dsn(self) -> str:
+        return self.clickhouse_dsn or f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        return self.model_dir or default_model_dir()
+
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.broker
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

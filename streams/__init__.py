@@ -1,0 +1,1 @@
+"""Faust app, topics and agents: ingest, validate, route, score, index, alert."""

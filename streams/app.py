@@ -1,0 +1,142 @@
+"""The Faust app: topics, the scoring agent, and the worker's HTTP endpoint (health, read-only SQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+
+import faust
+from aiokafka import AIOKafkaProducer
+from faust.types import EventT
+
+from finpulse.entities import EntityLinker
+from finpulse.models import BatchScorer
+from finpulse.settings import Settings
+from clickhouse_connect.driver import Client
+
+from finpulse.sinks.clickhouse import get_client
+from finpulse.sinks.migrations import migrate
+from finpulse.sinks.writer import ClickHouseWriter
+from finpulse.streams import topics
+from finpulse.streams.pipeline import ScoringPipeline
+from finpulse.streams.produce import new_producer
+from finpulse.streams.validate import EventParser, RawMessage
+from finpulse.streams.web import register_pages
+
+log = logging.getLogger("finpulse.worker")
+
+# Exit code of a worker that stopped on purpose without committing the batch in hand.
+EXIT_BATCH_FAILED = 70
+
+
+def faust_broker_urls(bootstrap_servers: str) -> list[str]:
+    return [f"kafka://{server.strip()}" for server in bootstrap_servers.split(",") if server.strip()]
+
+
+@dataclass
+class WorkerState:
+    """What the worker loads once at start-up and the HTTP endpoint reports on."""
+
+    settings: Settings
+    bootstrap_servers: str
+    query_client: Client | None = None
+    pipeline: ScoringPipeline | None = None
+    producer: AIOKafkaProducer | None = None
+    model_version: str = ""
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def _load(self) -> tuple[Client, BatchScorer, EntityLinker]:
+        settings = self.settings
+        client = get_client(settings.resolved_clickhouse_dsn)
+        # Readers get a client of their own, so a slow dashboard query never holds up an insert.
+        self.query_client = get_client(settings.resolved_clickhouse_dsn)
+        applied = migrate(client)
+        if applied:
+            log.info("applied ClickHouse migrations: %s", ", ".join(applied))
+        scorer = BatchScorer.load(settings.resolved_model_dir)
+        extra = [settings.entity_aliases_csv] if settings.entity_aliases_csv else []
+        return client, scorer, EntityLinker.default(extra_csv=extra)
+
+    async def start(self) -> ScoringPipeline:
+        client, scorer, linker = await asyncio.to_thread(self._load)
+        self.producer = new_producer(self.bootstrap_servers)
+        await self.producer.start()
+        self.model_version = scorer.version
+        writer = ClickHouseWriter(client, retry_max_s=self.settings.clickhouse_retry_max_s)
+        self.pipeline = ScoringPipeline(self.settings, EventParser(self.settings, linker), scorer, writer, self.producer)
+        self.ready.set()
+        log.info("worker ready: model %s, ClickHouse %s", scorer.version, _redacted(self.settings))
+        return self.pipeline
+
+    async def stop(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+
+
+def _redacted(settings: Settings) -> str:
+    dsn = settings.resolved_clickhouse_dsn
+    if "@" in dsn:
+        scheme, _, rest = dsn.partition("://")
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return dsn
+
+
+def _raw_message(event: EventT) -> RawMessage:
+    message = event.message
+    return RawMessage(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp_ms=int(message.timestamp * 1000),
+        key=message.key,
+        value=message.value,
+    )
+
+
+def create_app(settings: Settings, bootstrap_servers: str) -> tuple[faust.App, WorkerState]:
+    app = faust.App(
+        settings.worker_id,
+        broker=faust_broker_urls(bootstrap_servers),
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=True,
+        web_host=settings.worker_web_host,
+        web_port=settings.worker_web_port,
+        web_bind=settings.worker_web_host,
+        broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=settings.topic_partitions,
+        topic_allow_declare=True,
+        stream_buffer_maxsize=max(4096, 2 * settings.batch_size),
+        consumer_max_fetch_size=max(4 << 20, 2 * settings.max_message_bytes),
+    )
+    state = WorkerState(settings, bootstrap_servers)
+    raw_topic = app.topic(
+        settings.topic(topics.NEWS_RAW),
+        settings.topic(topics.SOCIAL_RAW),
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+    @app.agent(raw_topic, name="score")
+    async def score(stream: faust.StreamT) -> None:
+        pipeline = await state.start()
+        try:
+            async for events in stream.take_events(settings.batch_size, within=settings.batch_max_wait_s):
+                try:
+                    await pipeline.process([_raw_message(event) for event in events])
+                except Exception:
+                    # take_events acks a batch once the loop body returns, even by an exception: leave before
+                    # that happens, so the batch's offsets are never committed and a restart reprocesses it.
+                    log.critical("batch failed; stopping without committing its offsets", exc_info=True)
+                    logging.shutdown()
+                    os._exit(EXIT_BATCH_FAILED)
+        finally:
+            await state.stop()
+
+    register_pages(app, state)
+    return app, state

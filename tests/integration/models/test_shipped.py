@@ -1,0 +1,63 @@
+"""The shipped model folder: complete, small, agreeing with its PyTorch weights and with its card."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from finpulse.models import DEFAULT_MODEL_DIR, BatchScorer
+from finpulse.models.artifact import MAX_FILE_BYTES, read_metadata
+from finpulse.models.data import DEFAULT_DATA_ROOT, load_labelled
+from finpulse.models.toolchain import dev_split_of
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def test_default_folder_is_complete_and_every_file_is_small() -> None:
+    metadata = read_metadata(DEFAULT_MODEL_DIR)
+    assert metadata.version == DEFAULT_MODEL_DIR.name
+    for name in ("model.int8.onnx", "tokenizer.json", "README.md", "pytorch/config.json"):
+        assert (DEFAULT_MODEL_DIR / name).is_file(), name
+    assert all(p.stat().st_size <= MAX_FILE_BYTES for p in DEFAULT_MODEL_DIR.rglob("*") if p.is_file())
+
+
+def test_scoring_imports_neither_torch_nor_transformers() -> None:
+    code = (
+        "import sys; from finpulse.models import DEFAULT_MODEL_DIR, BatchScorer; "
+        "s = BatchScorer.load(DEFAULT_MODEL_DIR, threads=1); "
+        "print(s.score(['$AAPL beats estimates']).labels[0]); "
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() in {"bearish", "bullish", "neutral"}
+
+
+def test_int8_graph_agrees_with_pytorch_on_the_dev_split() -> None:
+    from finpulse.models.tokenization import encode, load_tokenizer
+    from finpulse.models.training import predict_logits
+    from finpulse.models.weights import load_classifier
+
+    dev = dev_split_of(DEFAULT_MODEL_DIR, DEFAULT_DATA_ROOT / "train.csv")
+    metadata = read_metadata(DEFAULT_MODEL_DIR)
+    token_ids = encode(load_tokenizer(DEFAULT_MODEL_DIR, metadata.max_length), dev.texts)
+    reference = predict_logits(load_classifier(DEFAULT_MODEL_DIR), token_ids).argmax(axis=1)
+    onnx = BatchScorer.load(DEFAULT_MODEL_DIR, prefer_gpu=False).logits(dev.texts).argmax(axis=1)
+    assert np.mean(onnx == reference) >= 0.99
+
+
+def test_card_metrics_are_what_eval_measures_now() -> None:
+    from finpulse.models.evaluation import evaluate
+
+    recorded = read_metadata(DEFAULT_MODEL_DIR).metrics["valid"]
+    valid = load_labelled(DEFAULT_DATA_ROOT / "valid.csv")
+    scorer = BatchScorer.load(DEFAULT_MODEL_DIR, prefer_gpu=False)
+    measured = evaluate(valid.labels, scorer.score(valid.texts).probabilities())
+    assert measured.n == recorded["n"]
+    assert measured.accuracy == pytest.approx(recorded["accuracy"], abs=2e-3)
+    assert measured.macro_f1 == pytest.approx(recorded["macro_f1"], abs=2e-3)
+    card = (DEFAULT_MODEL_DIR / "README.md").read_text(encoding="utf-8")
+    assert f"| accuracy | {recorded['accuracy']:.4f} |" in card
