@@ -141,7 +141,7 @@ def run_demo(
     on_stored: Callable[[int], None] | None = None,
     on_ready: Callable[[int], None] | None = None,
 ) -> RunSummary:
-    run_id = f"{scenario}-s{seed}-{time.strftime('%Y%m%dT%H%M%S')}"
+    run_id = f"run{time.strftime('%Y%m%dT%H%M%S')}"
     messages = feed_messages(scenario, events, seed, run_id)
     where = run_filter(run_id)
     with EmbeddedPipeline(settings) as pipeline:

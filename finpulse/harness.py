@@ -7,6 +7,7 @@ they measure and check is the same thing a user runs: ``finpulse worker`` as its
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from types import TracebackType
 
 import httpx
 from aiokafka import AIOKafkaProducer
+from pydantic import SecretStr
 
 from finpulse.settings import Settings
 from finpulse.streams.broker import EmbeddedBroker, free_port
@@ -39,12 +41,20 @@ class Outbound:
     record: OutboundRecord
 
 
+def _env_value(value: object) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return str(value)
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The settings as the ``FINPULSE_*`` environment that reproduces them in another process."""
     env = {
-        f"FINPULSE_{name.upper()}": str(value)
-        for name, value in settings.model_dump().items()
-        if value is not None and name != "clickhouse_dsn"
+        f"FINPULSE_{name.upper()}": _env_value(getattr(settings, name))
+        for name in type(settings).model_fields
+        if getattr(settings, name) is not None and name != "clickhouse_dsn"
     }
     env["FINPULSE_DATA_DIR"] = str(settings.data_dir.resolve())
     env["FINPULSE_CLICKHOUSE_DSN"] = settings.resolved_clickhouse_dsn

@@ -101,3 +101,52 @@ class RetrainSample(BaseModel):
     reason: str
     model_version: str
     flagged_at: datetime
+
+
+Scope = Literal["ticker", "source", "market"]
+
+
+class OpinionIndex(BaseModel):
+    """One message of ``indexes`` and one row of ``opinion_index``: opinion in one window of event time.
+
+    ``key`` is the ticker (scope ``ticker``), ``news``/``social`` or ``news:reuters``-style outlet/platform keys
+    (scope ``source``), or ``all`` / a market code such as ``US`` or ``HK`` (scope ``market``).
+    """
+
+    scope: Scope
+    key: str
+    window_s: int = Field(description="Window size in seconds: 60, 300, 3600, 86400 by default.")
+    window_start: datetime
+    window_end: datetime
+    buzz: int = Field(description="Events in the window.")
+    mean_score: float
+    net_sentiment: float = Field(description="(bullish - bearish) / total.")
+    bullish_share: float
+    neutral_share: float
+    bearish_share: float
+    dispersion: float = Field(description="Standard deviation of score.")
+    buzz_z: float | None = Field(None, description="Buzz z-score against the key's previous closed windows.")
+    sentiment_z: float | None = Field(None, description="Mean-score z-score against the same baseline.")
+    baseline_windows: int = Field(0, description="Closed windows the z-scores are measured against.")
+    late_events: int = Field(0, description="Events that arrived after the allowed lateness (counted in SQL only).")
+    closed: bool = Field(False, description="True once the window is final.")
+    updated_at: datetime
+
+
+class Alert(BaseModel):
+    """One message of ``alerts`` and one row of ``alerts``: a rule firing for an entity, or its recovery."""
+
+    alert_id: str = Field(description="Stable id of this state change: rule, entity, window, state.")
+    rule: str
+    state: Literal["firing", "resolved"]
+    severity: Literal["info", "warning", "critical"] = "warning"
+    scope: Scope
+    key: str
+    window_s: int
+    window_start: datetime
+    observed: dict[str, float | int | None] = Field(description="The values the rule looked at.")
+    threshold: dict[str, float | int] = Field(description="The rule's thresholds.")
+    message: str
+    top_event_ids: list[str] = Field(default_factory=list)
+    top_event_texts: list[str] = Field(default_factory=list)
+    fired_at: datetime

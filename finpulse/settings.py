@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -58,6 +58,25 @@ class Settings(BaseSettings):
     )
     clickhouse_retry_max_s: float = Field(
         600.0, gt=0, description="How long an insert is retried while ClickHouse is down before the worker fails."
+    )
+
+    index_windows_s: list[int] = Field(
+        [60, 300, 3600, 86400], description="Opinion index window sizes in seconds of event time (JSON list)."
+    )
+    index_baseline_windows: int = Field(
+        12, ge=1, description="Previous closed windows of the same key and size that z-scores compare against."
+    )
+    index_min_baseline: int = Field(3, ge=2, description="Closed windows needed before a z-score is reported.")
+    index_allowed_lateness_s: float = Field(
+        60.0, ge=0, description="Events later than this behind the event-time watermark are reported as late."
+    )
+    alert_rules_path: Path | None = Field(None, description="YAML/TOML alert rules; empty = the packaged defaults.")
+    alert_webhooks: list[str] = Field([], description="Webhook URLs that receive every alert (JSON list).")
+    alert_webhook_secret: SecretStr = Field(
+        SecretStr(""), description="HMAC-SHA256 key signing webhook deliveries (X-Finpulse-Signature)."
+    )
+    alert_webhook_max_attempts: int = Field(
+        5, ge=1, description="Delivery attempts per webhook (exponential backoff) before alerts.undelivered."
     )
 
     @field_validator("topic_prefix")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,20 @@ def test_student_is_shallow_and_ships_cpu_and_gpu_graphs(tiny_teacher: Path, tin
     ).stat().st_size
     scorer = BatchScorer.load(tiny_student, prefer_gpu=False)
     assert len(scorer.score(TEXTS)) == len(TEXTS)
+    assert scorer.providers[0] == "CPUExecutionProvider" and not scorer.on_gpu
+
+
+def test_gpu_preference_falls_back_to_the_cpu_artifact_and_says_so(
+    tiny_student: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("a GPU build of onnxruntime is installed: the fallback is not exercised")
+    with caplog.at_level(logging.INFO, logger="finpulse.models"):
+        scorer = BatchScorer.load(tiny_student, prefer_gpu=True)
+    assert not scorer.on_gpu
+    assert "model.int8.onnx on CPUExecutionProvider" in caplog.text
 
 
 def test_fp16_graph_has_fused_attention(tiny_student: Path) -> None:
