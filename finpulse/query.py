@@ -34,9 +34,14 @@ def query(settings: Settings, sql: str, *, timeout_s: float = 120.0) -> QueryRes
 
     try:
         client = get_client(settings.resolved_clickhouse_dsn)
+    except SinkError as error:
+        raise QueryError(f"cannot query ClickHouse: {error}") from None
+    try:
         migrate(client)
         return run_query(client, sql, timeout_s=timeout_s)
     except SinkError as error:
         raise QueryError(f"cannot query ClickHouse: {error}") from None
     except Exception as error:  # ClickHouse's own message names what is wrong with the query
         raise QueryError(str(error)) from None
+    finally:
+        client.close()  # chDB holds one data directory per process: let the next reader have it
