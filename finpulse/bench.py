@@ -60,12 +60,18 @@ def _texts(messages) -> list[str]:  # noqa: ANN001 - list[Outbound]
     texts = []
     for message in messages:
         document = json.loads(message.record.value)
-        raw = f"{document['headline']}\n{document.get('body', '')}" if "headline" in document else document["text"]
+        raw = (
+            f"{document['headline']}\n{document.get('body', '')}"
+            if "headline" in document
+            else document["text"]
+        )
         texts.append(raw)
     return texts
 
 
-def model_only(scorer: BatchScorer, texts: list[str], batch_size: int, max_chars: int) -> tuple[float, float, float]:
+def model_only(
+    scorer: BatchScorer, texts: list[str], batch_size: int, max_chars: int
+) -> tuple[float, float, float]:
     """seq/s and p50/p99 batch latency of normalize + tokenize + infer, in the pipeline's batch size."""
     batches = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)]
     scorer.score(batches[0][:64])  # warm-up: session and allocator first-use cost
@@ -76,7 +82,11 @@ def model_only(scorer: BatchScorer, texts: list[str], batch_size: int, max_chars
         scorer.score([normalize_text(t, max_chars=max_chars) for t in batch])
         latencies.append(time.perf_counter() - t0)
     elapsed = time.perf_counter() - started
-    return len(texts) / elapsed, float(np.percentile(latencies, 50) * 1e3), float(np.percentile(latencies, 99) * 1e3)
+    return (
+        len(texts) / elapsed,
+        float(np.percentile(latencies, 50) * 1e3),
+        float(np.percentile(latencies, 99) * 1e3),
+    )
 
 
 def bench_pipeline(settings: Settings, *, events: int, seed: int = 11, warmup: int = 500) -> PipelineBench:
@@ -97,7 +107,9 @@ def bench_pipeline(settings: Settings, *, events: int, seed: int = 11, warmup: i
             model_version = str(pipeline.worker.health().get("model_version", ""))
         span_s = float(row["span_s"])
         scorer = BatchScorer.load(settings.resolved_model_dir)
-        seq_per_s, p50, p99 = model_only(scorer, _texts(messages), settings.batch_size, settings.max_text_chars)
+        seq_per_s, p50, p99 = model_only(
+            scorer, _texts(messages), settings.batch_size, settings.max_text_chars
+        )
         pipeline_rate = events / span_s
         return PipelineBench(
             events=events,

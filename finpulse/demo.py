@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -12,6 +13,8 @@ from finpulse.feed import generate, to_message
 from finpulse.harness import EmbeddedPipeline, Outbound, produce
 from finpulse.settings import Settings
 from finpulse.streams.produce import OutboundRecord
+
+log = logging.getLogger("finpulse.demo")
 
 TABLES = ("scored_events", "dlq_events", "retrain_samples")
 
@@ -69,8 +72,8 @@ def _watch_stored(
     while not stop.wait(0.5):
         try:
             on_stored(int(pipeline.worker.scalar(f"SELECT count() AS n FROM scored_events WHERE {where}")))
-        except Exception:  # the progress display must never break the run
-            continue
+        except Exception as error:  # the progress display must never break the run
+            log.debug("progress poll failed: %s", error)
 
 
 def run_feed(
@@ -85,10 +88,14 @@ def run_feed(
 ) -> int:
     """Send the messages and wait until the worker stored them all; returns the stored count."""
     stop = threading.Event()
-    watcher = threading.Thread(target=_watch_stored, args=(pipeline, where, on_stored or (lambda n: None), stop), daemon=True)
+    watcher = threading.Thread(
+        target=_watch_stored, args=(pipeline, where, on_stored or (lambda n: None), stop), daemon=True
+    )
     watcher.start()
     try:
-        asyncio.run(produce(pipeline.bootstrap_servers, pipeline.settings, messages, rate=rate, on_progress=on_sent))
+        asyncio.run(
+            produce(pipeline.bootstrap_servers, pipeline.settings, messages, rate=rate, on_progress=on_sent)
+        )
         return pipeline.wait_for_rows("scored_events", len(messages), timeout_s=timeout_s, where=where)
     finally:
         stop.set()
@@ -104,7 +111,10 @@ def summarize(pipeline: EmbeddedPipeline, scenario: str, run_id: str, sent: int)
     assert worker is not None
     latency = worker.query(LATENCY_SQL.format(where=run_filter(run_id)))[0]
     rows = {table: int(worker.scalar(f"SELECT count() AS n FROM {table}")) for table in TABLES}
-    labels = {r["label"]: int(r["n"]) for r in worker.query("SELECT label, count() AS n FROM scored_events GROUP BY label")}
+    labels = {
+        r["label"]: int(r["n"])
+        for r in worker.query("SELECT label, count() AS n FROM scored_events GROUP BY label")
+    }
     top = worker.query(
         "SELECT primary_ticker AS ticker, count() AS n, round(avg(score), 3) AS mean_score FROM scored_events "
         "WHERE primary_ticker != '' GROUP BY ticker ORDER BY n DESC LIMIT 5"
@@ -149,8 +159,16 @@ def run_demo(
             on_ready(len(messages))
         started = time.monotonic()
         stored = run_feed(
-            pipeline, messages, rate=rate, timeout_s=timeout_s, where=where, on_sent=on_sent, on_stored=on_stored
+            pipeline,
+            messages,
+            rate=rate,
+            timeout_s=timeout_s,
+            where=where,
+            on_sent=on_sent,
+            on_stored=on_stored,
         )
         if stored < len(messages):
-            raise TimeoutError(f"only {stored} of {len(messages)} events stored after {time.monotonic() - started:.0f}s")
+            raise TimeoutError(
+                f"only {stored} of {len(messages)} events stored after {time.monotonic() - started:.0f}s"
+            )
         return summarize(pipeline, scenario, run_id, len(messages))

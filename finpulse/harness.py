@@ -213,7 +213,9 @@ class EmbeddedPipeline:
     def start(self) -> EmbeddedPipeline:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         if self.settings.embedded_broker:
-            self.broker = self._stack.enter_context(EmbeddedBroker(log_file=self.settings.data_dir / "broker.log"))
+            self.broker = self._stack.enter_context(
+                EmbeddedBroker(log_file=self.settings.data_dir / "broker.log")
+            )
         asyncio.run(ensure_topics(self.settings, self.bootstrap_servers))
         self.worker = self.start_worker()
         return self

@@ -128,7 +128,9 @@ class OpinionIndex(BaseModel):
     buzz_z: float | None = Field(None, description="Buzz z-score against the key's previous closed windows.")
     sentiment_z: float | None = Field(None, description="Mean-score z-score against the same baseline.")
     baseline_windows: int = Field(0, description="Closed windows the z-scores are measured against.")
-    late_events: int = Field(0, description="Events that arrived after the allowed lateness (counted in SQL only).")
+    late_events: int = Field(
+        0, description="Events that arrived after the allowed lateness (counted in SQL only)."
+    )
     closed: bool = Field(False, description="True once the window is final.")
     updated_at: datetime
 

@@ -9,13 +9,12 @@ from dataclasses import dataclass, field
 
 import faust
 from aiokafka import AIOKafkaProducer
+from clickhouse_connect.driver import Client
 from faust.types import EventT
 
 from finpulse.entities import EntityLinker
 from finpulse.models import BatchScorer
 from finpulse.settings import Settings
-from clickhouse_connect.driver import Client
-
 from finpulse.sinks.clickhouse import get_client
 from finpulse.sinks.migrations import migrate
 from finpulse.sinks.writer import ClickHouseWriter
@@ -65,7 +64,9 @@ class WorkerState:
         await self.producer.start()
         self.model_version = scorer.version
         writer = ClickHouseWriter(client, retry_max_s=self.settings.clickhouse_retry_max_s)
-        self.pipeline = ScoringPipeline(self.settings, EventParser(self.settings, linker), scorer, writer, self.producer)
+        self.pipeline = ScoringPipeline(
+            self.settings, EventParser(self.settings, linker), scorer, writer, self.producer
+        )
         self.ready.set()
         log.info("worker ready: model %s, ClickHouse %s", scorer.version, _redacted(self.settings))
         return self.pipeline

@@ -51,7 +51,8 @@ def batch_token(messages: Sequence[RawMessage]) -> str:
     for message in messages:
         ranges[(message.topic, message.partition)].append(message.offset)
     return ",".join(
-        f"{topic}:{partition}:{min(offsets)}-{max(offsets)}" for (topic, partition), offsets in sorted(ranges.items())
+        f"{topic}:{partition}:{min(offsets)}-{max(offsets)}"
+        for (topic, partition), offsets in sorted(ranges.items())
     )
 
 
@@ -91,7 +92,9 @@ class ScoringPipeline:
 
         await asyncio.gather(
             publish_batch(self._producer, settings.topic(topics.EVENTS_SCORED), scored_messages(scored_rows)),
-            publish_batch(self._producer, settings.topic(topics.RETRAIN_SAMPLES), retrain_messages(retrain_rows)),
+            publish_batch(
+                self._producer, settings.topic(topics.RETRAIN_SAMPLES), retrain_messages(retrain_rows)
+            ),
             publish_batch(
                 self._producer,
                 settings.topic(topics.EVENTS_DLQ),
@@ -115,7 +118,9 @@ class ScoringPipeline:
         return report
 
     def _store(self, token: str, scored_rows: dict, retrain_rows: dict, dlq_rows: dict) -> int:
-        stored = self._writer.write("scored_events", scored_rows, key="event_id", dedup_token=f"scored/{token}")
+        stored = self._writer.write(
+            "scored_events", scored_rows, key="event_id", dedup_token=f"scored/{token}"
+        )
         self._writer.write("retrain_samples", retrain_rows, key="event_id", dedup_token=f"retrain/{token}")
         self._writer.write("dlq_events", dlq_rows, key="dlq_id", dedup_token=f"dlq/{token}")
         return stored.inserted

@@ -33,7 +33,9 @@ def new_producer(bootstrap_servers: str) -> AIOKafkaProducer:
     )
 
 
-def _assign_partitions(records: Sequence[OutboundRecord], partitions: list[int]) -> dict[int, list[OutboundRecord]]:
+def _assign_partitions(
+    records: Sequence[OutboundRecord], partitions: list[int]
+) -> dict[int, list[OutboundRecord]]:
     partitioner = DefaultPartitioner()
     by_partition: dict[int, list[OutboundRecord]] = defaultdict(list)
     for index, record in enumerate(records):
@@ -63,9 +65,15 @@ async def publish_batch(producer: AIOKafkaProducer, topic: str, records: Sequenc
             if appended is None:  # the batch is full: ship it and start the next one
                 deliveries.append(await producer.send_batch(batch, topic, partition=partition))
                 batch = producer.create_batch()
-                if batch.append(
-                    key=record.key, value=record.value, timestamp=record.timestamp_ms, headers=record.headers
-                ) is None:
+                if (
+                    batch.append(
+                        key=record.key,
+                        value=record.value,
+                        timestamp=record.timestamp_ms,
+                        headers=record.headers,
+                    )
+                    is None
+                ):
                     raise ValueError(f"a record of {len(record.value)} bytes does not fit one producer batch")
         deliveries.append(await producer.send_batch(batch, topic, partition=partition))
     await asyncio.gather(*deliveries)

@@ -21,7 +21,16 @@ ALERTS = "alerts"
 ALERTS_UNDELIVERED = "alerts.undelivered"
 
 RAW_TOPICS = (NEWS_RAW, SOCIAL_RAW)
-ALL_TOPICS = (NEWS_RAW, SOCIAL_RAW, EVENTS_SCORED, EVENTS_DLQ, RETRAIN_SAMPLES, INDEXES, ALERTS, ALERTS_UNDELIVERED)
+ALL_TOPICS = (
+    NEWS_RAW,
+    SOCIAL_RAW,
+    EVENTS_SCORED,
+    EVENTS_DLQ,
+    RETRAIN_SAMPLES,
+    INDEXES,
+    ALERTS,
+    ALERTS_UNDELIVERED,
+)
 
 
 async def ensure_topics(settings: Settings, bootstrap_servers: str) -> list[str]:

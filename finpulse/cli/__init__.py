@@ -15,6 +15,7 @@ app = typer.Typer(
     help="Real-time financial opinion monitoring: Kafka → Faust → sentiment model → ClickHouse.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    add_completion=False,
 )
 app.command("demo")(demo.demo)
 app.command("worker")(run.worker)

@@ -29,13 +29,20 @@ def pipeline(
     table = Table(title=f"finpulse bench pipeline — {result.events:,} events, model {result.model_version}")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    table.add_row("pipeline (produce → stored in ClickHouse)", f"{result.pipeline_events_per_s:,.0f} events/s")
+    table.add_row(
+        "pipeline (produce → stored in ClickHouse)", f"{result.pipeline_events_per_s:,.0f} events/s"
+    )
     table.add_row("model alone (normalize + tokenize + infer)", f"{result.model_only_seq_per_s:,.0f} seq/s")
     table.add_row("pipeline / model", f"{result.pipeline_to_model_ratio:.2f}")
     table.add_row(
         "pipeline latency p50 / p95 / p99",
         f"{result.pipeline_p50_ms:,.0f} / {result.pipeline_p95_ms:,.0f} / {result.pipeline_p99_ms:,.0f} ms",
     )
-    table.add_row("model batch latency p50 / p99", f"{result.model_only_batch_p50_ms:,.1f} / {result.model_only_batch_p99_ms:,.1f} ms")
-    table.add_row("ClickHouse inserts", f"{result.inserts_per_s:,.2f}/s, {result.rows_per_insert:,.0f} rows each")
+    table.add_row(
+        "model batch latency p50 / p99",
+        f"{result.model_only_batch_p50_ms:,.1f} / {result.model_only_batch_p99_ms:,.1f} ms",
+    )
+    table.add_row(
+        "ClickHouse inserts", f"{result.inserts_per_s:,.2f}/s, {result.rows_per_insert:,.0f} rows each"
+    )
     err.print(table)

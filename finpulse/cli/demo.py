@@ -46,7 +46,9 @@ def demo(
     scenario: Annotated[str, typer.Option(help="steady or shock.")] = "steady",
     rate: Annotated[float, typer.Option(help="Events per second sent; 0 = as fast as possible.")] = 500.0,
     seed: Annotated[int, typer.Option(help="Seed of the built-in feed.")] = 7,
-    fresh: Annotated[bool, typer.Option(help="Start from empty embedded tables (--no-fresh appends).")] = True,
+    fresh: Annotated[
+        bool, typer.Option(help="Start from empty embedded tables (--no-fresh appends).")
+    ] = True,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
     """Run broker + worker + ClickHouse embedded, feed them, wait until every event is stored, summarize."""
@@ -84,6 +86,8 @@ def demo(
         )
         progress.update(stored_task, completed=summary.events_stored)
     err.print(_summary_table(summary))
-    err.print(f"data kept in {settings.data_dir.resolve()} — try: finpulse sql \"SELECT count() FROM scored_events\"")
+    err.print(
+        f'data kept in {settings.data_dir.resolve()} — try: finpulse sql "SELECT count() FROM scored_events"'
+    )
     if json_output:
         print(json.dumps(summary.as_dict()))

@@ -59,7 +59,9 @@ def replay(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV or JSONL of news/posts.")],
     kind: Annotated[str | None, typer.Option(help="news or social; default: inferred per row.")] = None,
     text_col: Annotated[str, typer.Option(help="Column holding the text (the headline for news).")] = "text",
-    rate: Annotated[float | None, typer.Option(help="Messages per second; default as fast as possible.")] = None,
+    rate: Annotated[
+        float | None, typer.Option(help="Messages per second; default as fast as possible.")
+    ] = None,
 ) -> None:
     """Publish a CSV or JSONL file to the input topics."""
     from rich.progress import Progress
@@ -81,7 +83,9 @@ def replay(
     bad_rows: list[ReplayRecord] = []
 
     def outbound(record: ReplayRecord) -> Outbound:
-        if record.error:  # published all the same: the worker's validation sends it to the DLQ with the reason
+        if (
+            record.error
+        ):  # published all the same: the worker's validation sends it to the DLQ with the reason
             bad_rows.append(record)
         return Outbound(record.topic_name, OutboundRecord(key=record.key, value=record.value))
 

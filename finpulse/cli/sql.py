@@ -19,7 +19,9 @@ class Format(StrEnum):
 
 def sql(
     query: Annotated[str, typer.Argument(help='e.g. "SELECT count() FROM scored_events"')],
-    format: Annotated[Format, typer.Option("--format", "-f", help="table, csv or json (csv/json on stdout).")] = Format.table,
+    format: Annotated[
+        Format, typer.Option("--format", "-f", help="table, csv or json (csv/json on stdout).")
+    ] = Format.table,
 ) -> None:
     """Run a read-only query (DDL/DML refused). Goes through the running worker when it holds the database."""
     from finpulse.query import QueryError

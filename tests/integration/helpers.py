@@ -10,7 +10,9 @@ from aiokafka.structs import ConsumerRecord
 
 
 async def _read(bootstrap_servers: str, topic: str, expected: int, timeout_s: float) -> list[ConsumerRecord]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap_servers, auto_offset_reset="earliest", group_id=None)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap_servers, auto_offset_reset="earliest", group_id=None
+    )
     await consumer.start()
     records: list[ConsumerRecord] = []
     deadline = time.monotonic() + timeout_s
@@ -24,6 +26,8 @@ async def _read(bootstrap_servers: str, topic: str, expected: int, timeout_s: fl
     return records
 
 
-def read_topic(bootstrap_servers: str, topic: str, expected: int, timeout_s: float = 30.0) -> list[ConsumerRecord]:
+def read_topic(
+    bootstrap_servers: str, topic: str, expected: int, timeout_s: float = 30.0
+) -> list[ConsumerRecord]:
     """Every record of ``topic`` from the start, until ``expected`` were seen or the timeout passed."""
     return asyncio.run(_read(bootstrap_servers, topic, expected, timeout_s))

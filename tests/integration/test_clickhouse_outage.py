@@ -70,14 +70,18 @@ def raw_messages(settings: Settings, count: int, run_id: str) -> list[RawMessage
     ]
 
 
-async def _process_through_outage(settings: Settings, client: FlakyClient, batches: list[list[RawMessage]]) -> None:
+async def _process_through_outage(
+    settings: Settings, client: FlakyClient, batches: list[list[RawMessage]]
+) -> None:
     await ensure_topics(settings, settings.broker)
     producer = new_producer(settings.broker)
     await producer.start()
     try:
         parser = EventParser(settings, EntityLinker.default())
         scorer = BatchScorer.load(settings.resolved_model_dir)
-        pipeline = ScoringPipeline(settings, parser, scorer, ClickHouseWriter(client, retry_max_s=60), producer)
+        pipeline = ScoringPipeline(
+            settings, parser, scorer, ClickHouseWriter(client, retry_max_s=60), producer
+        )
         for batch in batches:
             await pipeline.process(batch)
     finally:
@@ -110,6 +114,7 @@ def test_an_insert_that_landed_before_the_error_is_not_written_twice(
     flaky.land_then_fail = True
     messages = raw_messages(pipeline_settings, 200, "ambiguous")
     # Then the same offsets again with other batch boundaries, as after a restart.
-    asyncio.run(_process_through_outage(pipeline_settings, flaky, [messages, messages[50:120], messages[100:]]))
+    asyncio.run(
+        _process_through_outage(pipeline_settings, flaky, [messages, messages[50:120], messages[100:]])
+    )
     assert count_rows(real_client, "ambiguous") == (200, 200)
-

@@ -56,11 +56,19 @@ def test_every_event_is_scored_stored_and_published_once(pipeline_settings: Sett
 
 
 def _social(event_id: str, text: object, **extra: object) -> bytes:
-    document = {"id": event_id, "platform": "x", "author": "a", "created_at": "2026-11-25T12:00:00Z", "text": text}
+    document = {
+        "id": event_id,
+        "platform": "x",
+        "author": "a",
+        "created_at": "2026-11-25T12:00:00Z",
+        "text": text,
+    }
     return json.dumps(document | extra).encode()
 
 
-def test_malformed_input_goes_to_the_dlq_and_valid_events_around_it_are_scored(pipeline_settings: Settings) -> None:
+def test_malformed_input_goes_to_the_dlq_and_valid_events_around_it_are_scored(
+    pipeline_settings: Settings,
+) -> None:
     limit = pipeline_settings.max_message_bytes
     padding_for = lambda size: "x" * (size - len(_social("big", "")))  # noqa: E731
     bad = {
@@ -77,7 +85,18 @@ def test_malformed_input_goes_to_the_dlq_and_valid_events_around_it_are_scored(p
         "near-limit": _social("near-limit", "$MSFT " + padding_for(limit - 16)),
         "good-2": _social("good-2", "$NVDA guidance cut, stock slides"),
     }
-    order = ["good-1", "bad-json", "bad-utf8", "good-ctrl", "missing", "wrong-type", "near-limit", "empty", "too-big", "good-2"]
+    order = [
+        "good-1",
+        "bad-json",
+        "bad-utf8",
+        "good-ctrl",
+        "missing",
+        "wrong-type",
+        "near-limit",
+        "empty",
+        "too-big",
+        "good-2",
+    ]
     raw = good | bad
     messages = [Outbound(topics.SOCIAL_RAW, OutboundRecord(key=k.encode(), value=raw[k])) for k in order]
 
@@ -87,14 +106,21 @@ def test_malformed_input_goes_to_the_dlq_and_valid_events_around_it_are_scored(p
         assert worker is not None
         assert pipeline.wait_for_rows("dlq_events", len(bad), timeout_s=60) == len(bad)
         scored = {r["event_id"]: r for r in worker.query("SELECT event_id, text, tickers FROM scored_events")}
-        dlq = worker.query("SELECT reason, error, source_topic, partition, offset, payload_sha256, payload_bytes FROM dlq_events")
+        dlq = worker.query(
+            "SELECT reason, error, source_topic, partition, offset, payload_sha256, payload_bytes FROM dlq_events"
+        )
 
     assert set(scored) == set(good)
     assert scored["good-ctrl"]["text"] == "Tesla recalls 2M cars\tin the US"
     assert "TSLA" in scored["good-ctrl"]["tickers"]
     reasons = sorted(r["reason"] for r in dlq)
-    assert reasons == sorted(["invalid_json", "invalid_utf8", "invalid_event", "invalid_event", "empty_text", "too_large"])
-    assert all(r["source_topic"] == pipeline_settings.topic(topics.SOCIAL_RAW) and len(r["payload_sha256"]) == 64 for r in dlq)
+    assert reasons == sorted(
+        ["invalid_json", "invalid_utf8", "invalid_event", "invalid_event", "empty_text", "too_large"]
+    )
+    assert all(
+        r["source_topic"] == pipeline_settings.topic(topics.SOCIAL_RAW) and len(r["payload_sha256"]) == 64
+        for r in dlq
+    )
     assert any("text" in r["error"] for r in dlq if r["reason"] == "invalid_event")
 
     dead = read_topic(pipeline.bootstrap_servers, pipeline_settings.topic(topics.EVENTS_DLQ), len(bad))
@@ -123,6 +149,8 @@ def test_a_killed_worker_restarts_without_losing_or_duplicating_rows(pipeline_se
         assert 0 < stored_before < total
         worker.kill()
         pipeline.worker = pipeline.start_worker()
-        assert pipeline.wait_for_rows("scored_events", total, timeout_s=240, where=run_filter("crash")) == total
+        assert (
+            pipeline.wait_for_rows("scored_events", total, timeout_s=240, where=run_filter("crash")) == total
+        )
         counts = pipeline.worker.query("SELECT count() AS n, uniqExact(event_id) AS u FROM scored_events")[0]
         assert (int(counts["n"]), int(counts["u"])) == (total, total)

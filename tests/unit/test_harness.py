@@ -8,7 +8,9 @@ from finpulse.harness import settings_env
 from finpulse.settings import Settings
 
 
-def test_settings_survive_the_trip_through_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_survive_the_trip_through_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     original = Settings(
         data_dir=tmp_path,
         topic_prefix="x.",

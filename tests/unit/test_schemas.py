@@ -33,5 +33,7 @@ def test_social_post_errors_name_the_field(document: str, field: str) -> None:
 
 
 def test_naive_times_are_read_as_utc() -> None:
-    post = SocialPost.model_validate_json('{"id": "s", "platform": "x", "created_at": "2026-11-25T09:30:00", "text": "t"}')
+    post = SocialPost.model_validate_json(
+        '{"id": "s", "platform": "x", "created_at": "2026-11-25T09:30:00", "text": "t"}'
+    )
     assert post.created_at.isoformat() == "2026-11-25T09:30:00+00:00"

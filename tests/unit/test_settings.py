@@ -36,7 +36,12 @@ def test_model_dir_defaults_to_a_shipped_artifact() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("topic_prefix", "bad prefix/"), ("batch_size", 0), ("batch_max_wait_s", 0), ("retrain_confidence_threshold", 1.5)],
+    [
+        ("topic_prefix", "bad prefix/"),
+        ("batch_size", 0),
+        ("batch_max_wait_s", 0),
+        ("retrain_confidence_threshold", 1.5),
+    ],
 )
 def test_invalid_values_are_refused_with_the_field_named(field: str, value: object) -> None:
     with pytest.raises(ValidationError, match=field):

@@ -25,7 +25,9 @@ def test_machine_output_alone_on_stdout_and_refusals_with_clear_errors(tmp_path:
     assert counted.returncode == 0, counted.stderr
     assert counted.stdout == "n\n0\n"
 
-    described = finpulse(tmp_path, "SELECT name FROM system.tables WHERE database = currentDatabase()", "-f", "json")
+    described = finpulse(
+        tmp_path, "SELECT name FROM system.tables WHERE database = currentDatabase()", "-f", "json"
+    )
     tables = {row["name"] for row in json.loads(described.stdout)["rows"]}
     assert {"scored_events", "dlq_events", "retrain_samples"} <= tables
 

@@ -14,7 +14,9 @@ NEWS, SOCIAL = SETTINGS.topic("news.raw"), SETTINGS.topic("social.raw")
 
 def message(topic: str, value: bytes | dict, offset: int = 0, partition: int = 0) -> RawMessage:
     raw = value if isinstance(value, bytes) else json.dumps(value).encode()
-    return RawMessage(topic=topic, partition=partition, offset=offset, timestamp_ms=1_795_000_000_000, key=None, value=raw)
+    return RawMessage(
+        topic=topic, partition=partition, offset=offset, timestamp_ms=1_795_000_000_000, key=None, value=raw
+    )
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,11 @@ def test_news_and_posts_become_normalized_linked_events(parser: EventParser) -> 
     )  # fmt: skip
     assert batch.rejected == []
     news, post = batch.events
-    assert (news.kind, news.source, news.text) == ("news", "reuters", "Microsoft raises dividend\nShares of Nvidia rose")
+    assert (news.kind, news.source, news.text) == (
+        "news",
+        "reuters",
+        "Microsoft raises dividend\nShares of Nvidia rose",
+    )
     assert news.tickers == ["ORCL", "MSFT", "NVDA"]  # explicit tickers first, then linked ones
     assert news.event_time.isoformat() == "2026-11-25T08:00:00+00:00"
     assert (post.kind, post.source, post.tickers) == ("social", "x", ["TSLA"])
@@ -54,11 +60,16 @@ def test_text_is_cut_to_the_scoring_bound(parser: EventParser) -> None:
         (b'{"id": "x", "text": "\xc3\x28"}', "invalid_utf8"),
         ({"id": "x", "platform": "x", "created_at": "2026-11-25T08:00:00Z"}, "invalid_event"),
         ({"id": "x", "platform": "x", "created_at": "2026-11-25T08:00:00Z", "text": ["a"]}, "invalid_event"),
-        ({"id": "x", "platform": "x", "created_at": "2026-11-25T08:00:00Z", "text": "\x00\x01\u200b"}, "empty_text"),
+        (
+            {"id": "x", "platform": "x", "created_at": "2026-11-25T08:00:00Z", "text": "\x00\x01\u200b"},
+            "empty_text",
+        ),
         ({"id": "x", "platform": "x", "created_at": "2026-11-25T08:00:00Z", "text": "y" * 3000}, "too_large"),
     ],
 )
-def test_bad_messages_are_rejected_with_a_reason_and_keep_their_bytes(parser: EventParser, value, reason: str) -> None:
+def test_bad_messages_are_rejected_with_a_reason_and_keep_their_bytes(
+    parser: EventParser, value, reason: str
+) -> None:
     bad = message(SOCIAL, value, offset=42)
     batch = parser.parse([message(SOCIAL, {"id": "ok", "platform": "x", "created_at": "2026-11-25T08:00:00Z",
                                            "text": "fine"}, offset=41), bad])  # fmt: skip
