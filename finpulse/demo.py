@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 
 from finpulse.feed import generate, to_message
 from finpulse.harness import EmbeddedPipeline, Outbound, produce
@@ -56,10 +57,12 @@ class RunSummary:
         return asdict(self)
 
 
-def feed_messages(scenario: str, events: int | None, seed: int, run_id: str) -> list[Outbound]:
+def feed_messages(
+    scenario: str, events: int | None, seed: int, run_id: str, span: timedelta | None = None
+) -> list[Outbound]:
     """The scenario's events with ids prefixed by the run, so that runs never collide on event ids."""
     messages = []
-    for event in generate(scenario, events=events, seed=seed):
+    for event in generate(scenario, events=events, seed=seed, span=span):
         topic, key, value = to_message(event.model_copy(update={"id": f"{run_id}-{event.id}"}))
         messages.append(Outbound(topic, OutboundRecord(key=key, value=value)))
     return messages
@@ -93,9 +96,7 @@ def run_feed(
     )
     watcher.start()
     try:
-        asyncio.run(
-            produce(pipeline.bootstrap_servers, pipeline.settings, messages, rate=rate, on_progress=on_sent)
-        )
+        asyncio.run(produce(pipeline.bootstrap_servers, pipeline.settings, messages, rate=rate, on_progress=on_sent))
         return pipeline.wait_for_rows("scored_events", len(messages), timeout_s=timeout_s, where=where)
     finally:
         stop.set()
@@ -112,8 +113,7 @@ def summarize(pipeline: EmbeddedPipeline, scenario: str, run_id: str, sent: int)
     latency = worker.query(LATENCY_SQL.format(where=run_filter(run_id)))[0]
     rows = {table: int(worker.scalar(f"SELECT count() AS n FROM {table}")) for table in TABLES}
     labels = {
-        r["label"]: int(r["n"])
-        for r in worker.query("SELECT label, count() AS n FROM scored_events GROUP BY label")
+        r["label"]: int(r["n"]) for r in worker.query("SELECT label, count() AS n FROM scored_events GROUP BY label")
     }
     top = worker.query(
         "SELECT primary_ticker AS ticker, count() AS n, round(avg(score), 3) AS mean_score FROM scored_events "

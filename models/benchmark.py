@@ -58,9 +58,7 @@ def same_batches(model_dir: Path, texts: Sequence[str], batch_size: int = BENCH_
     return [[texts[i] for i in bucket] for bucket in length_buckets(lengths, batch_size)]
 
 
-def time_batches(
-    name: str, runtime: str, run: Callable[[list[str]], object], batches: list[list[str]]
-) -> RunTiming:
+def time_batches(name: str, runtime: str, run: Callable[[list[str]], object], batches: list[list[str]]) -> RunTiming:
     for batch in batches[:: max(1, len(batches) // 4)]:
         run(batch)  # warm-up over a spread of lengths: allocator and kernel selection
     latencies = []
@@ -116,9 +114,7 @@ def bench_models(
     student_int8 = time_batches(student_name, "onnxruntime int8 CPU", cpu.score, batches)
     gpu = BatchScorer.load(student_dir, prefer_gpu=True, bucket_size=batch_size)
     student_gpu = (
-        time_batches(student_name, f"onnxruntime fp16 {gpu.providers[0]}", gpu.score, batches)
-        if gpu.on_gpu
-        else None
+        time_batches(student_name, f"onnxruntime fp16 {gpu.providers[0]}", gpu.score, batches) if gpu.on_gpu else None
     )
     return ModelBench(
         texts=len(texts),
@@ -134,14 +130,3 @@ def bench_models(
             student_gpu.seq_per_s / teacher.seq_per_s if student_gpu is not None else None
         ),
     )
-
-
-def gpu_throughput(
-    model_dir: Path, texts: Sequence[str], *, batch_size: int = 512, repeats: int = 5
-) -> RunTiming | None:
-    """Model-only fp16 GPU rate at a large batch (the GPU target), or None without a GPU."""
-    scorer = BatchScorer.load(model_dir, prefer_gpu=True, bucket_size=batch_size)
-    if not scorer.on_gpu:
-        return None
-    batches = same_batches(model_dir, list(texts) * repeats, batch_size)
-    return time_batches(scorer.version, f"onnxruntime fp16 {scorer.providers[0]}", scorer.score, batches)

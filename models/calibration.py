@@ -27,9 +27,7 @@ def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature:
     return float(np.mean(log_norm - scaled[np.arange(len(labels)), labels]))
 
 
-def fit_temperature(
-    logits: np.ndarray, labels: np.ndarray, *, bounds: tuple[float, float] = (0.05, 20.0)
-) -> float:
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, *, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
     """The temperature that minimises the dev split's negative log-likelihood."""
     from scipy.optimize import minimize_scalar
 
@@ -45,9 +43,7 @@ def fit_temperature(
     return float(np.exp(result.x))
 
 
-def expected_calibration_error(
-    probabilities: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS
-) -> float:
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS) -> float:
     """ECE over ``n_bins`` equal-width confidence bins: sum over bins of |accuracy - confidence| x share."""
     if len(labels) == 0:
         raise ValueError("ECE of zero examples is undefined")

@@ -82,9 +82,7 @@ def _evaluation(m: ModelMetadata) -> str:
         ]
         for name in LABELS:
             c = valid["per_class"][name]
-            lines.append(
-                f"| {name} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |"
-            )
+            lines.append(f"| {name} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |")
         lines += ["", "Confusion (rows: true, columns: predicted):", "", "| | " + " | ".join(LABELS) + " |"]
         lines.append("| --- |" + " --- |" * len(LABELS))
         for true in LABELS:
@@ -111,9 +109,7 @@ def _evaluation(m: ModelMetadata) -> str:
 
 def _size(model_dir: Path, m: ModelMetadata) -> str:
     arch = m.architecture
-    files = sorted(
-        p for p in Path(model_dir).rglob("*") if p.is_file() and p.suffix in {".onnx", ".safetensors"}
-    )
+    files = sorted(p for p in Path(model_dir).rglob("*") if p.is_file() and p.suffix in {".onnx", ".safetensors"})
     lines = [
         "## Size",
         "",
@@ -159,15 +155,23 @@ def _frontier(m: ModelMetadata) -> str:
     lines = [
         "## Layers × accuracy × speed",
         "",
+        "Accuracy and macro-F1 on `valid.csv` (int8, calibrated); int8 seq/s and the ratio to the fp32 teacher",
+        "from `finpulse model bench` on this machine (ratios within one run).",
+        "",
         "| model | layers | accuracy | macro-F1 | int8 seq/s | × teacher fp32 |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     lines += [
-        f"| {r['model']} | {r['layers']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | "
-        f"{r['seq_per_s']:,.0f} | {r['speedup']:.2f} |"
+        f"| {r['model']} | {r['layers']} | {_number(r.get('accuracy'), '.4f')} | {_number(r.get('macro_f1'), '.4f')} "
+        f"| {_number(r.get('seq_per_s'), ',.0f')} | {_number(r.get('speedup'), '.2f')} |"
         for r in rows
     ]
-    return "\n".join(lines)
+    notes = [r["note"] for r in rows if r.get("note")]
+    return "\n".join(lines + ([""] + [f"- {note}" for note in notes] if notes else []))
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
 
 
 def _reproduce(m: ModelMetadata) -> str:

@@ -18,9 +18,7 @@ import numpy as np
 from finpulse.models.exceptions import DataError
 from finpulse.models.labels import LABELS, parse_label
 
-DEFAULT_DATA_ROOT = (
-    Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "twitter-financial-news"
-)
+DEFAULT_DATA_ROOT = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "twitter-financial-news"
 DEV_FRACTION = 0.1
 DEV_SEED = 20240601
 
@@ -102,9 +100,7 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
             except json.JSONDecodeError as err:
                 raise DataError(f"{path}:{line_no}: not valid JSON ({err.msg})") from err
             if not isinstance(row, dict):
-                raise DataError(
-                    f"{path}:{line_no}: expected a JSON object per line, got {type(row).__name__}"
-                )
+                raise DataError(f"{path}:{line_no}: expected a JSON object per line, got {type(row).__name__}")
             yield line_no, row
 
 
@@ -146,9 +142,7 @@ def read_texts(path: Path, *, text_col: str = "text") -> list[str]:
     texts: list[str] = []
     for _, row in _rows(path):
         if text_col not in row:
-            raise DataError(
-                f"{path}: column {text_col!r} not found (columns: {', '.join(sorted(map(str, row)))})"
-            )
+            raise DataError(f"{path}: column {text_col!r} not found (columns: {', '.join(sorted(map(str, row)))})")
         if row[text_col] is not None and str(row[text_col]).strip():
             texts.append(str(row[text_col]))
     if not texts:

@@ -68,9 +68,7 @@ class DistillConfig:
         if not 1 <= len(self.student_layers) <= 3:
             raise ValueError(f"a student keeps 1 to 3 teacher layers, got {list(self.student_layers)}")
         if list(self.student_layers) != sorted(set(self.student_layers)) or min(self.student_layers) < 0:
-            raise ValueError(
-                f"student_layers must be increasing layer indices, got {list(self.student_layers)}"
-            )
+            raise ValueError(f"student_layers must be increasing layer indices, got {list(self.student_layers)}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0 <= self.soft_weight <= 1:
@@ -148,9 +146,7 @@ def distill(config: DistillConfig, console: Console | None = None) -> TrainedCla
     torch.manual_seed(config.fit.seed)
     torch.set_num_threads(config.fit.threads)
     train, dev = config.data.load()
-    transfer = [
-        text for path in config.transfer_files for text in read_texts(path, text_col=config.transfer_text_col)
-    ]
+    transfer = [text for path in config.transfer_files for text in read_texts(path, text_col=config.transfer_text_col)]
     transfer += augment(train.texts, copies=config.augment_copies, seed=config.fit.seed)
     console.log(f"train {len(train)} labelled + {len(transfer)} transfer texts, dev {len(dev)}")
     tokenizer = load_tokenizer(config.teachers[0], config.max_length)
@@ -163,13 +159,9 @@ def distill(config: DistillConfig, console: Console | None = None) -> TrainedCla
     with console.status(f"soft targets from {len(teachers)} teacher(s) on {len(texts)} texts"):
         soft = torch.from_numpy(teacher_logits(teachers, token_ids))
         dev_teacher = evaluate(dev.labels, softmax(teacher_logits(teachers, dev_ids)))
-    console.log(
-        f"teacher(s) on dev: accuracy {dev_teacher.accuracy:.4f}, macro-F1 {dev_teacher.macro_f1:.4f}"
-    )
+    console.log(f"teacher(s) on dev: accuracy {dev_teacher.accuracy:.4f}, macro-F1 {dev_teacher.macro_f1:.4f}")
     hidden_index = [0, *(layer + 1 for layer in config.student_layers)]  # hidden_states[0] = embeddings
-    hidden_targets = (
-        teacher_hidden_states(teachers[0], token_ids, hidden_index) if config.hidden_weight > 0 else None
-    )
+    hidden_targets = teacher_hidden_states(teachers[0], token_ids, hidden_index) if config.hidden_weight > 0 else None
     student = make_student(teachers[0], config.student_layers)
     teachers.clear()
     weights = torch.from_numpy(class_weights(train.labels, config.class_weighting))
@@ -195,9 +187,7 @@ def distill(config: DistillConfig, console: Console | None = None) -> TrainedCla
             target = _padded_targets(hidden_targets, indices, input_ids.shape[1])
             mask = attention_mask[None, :, :, None].float()
             student_states = torch.stack(out.hidden_states)
-            mse = (((student_states - target) ** 2) * mask).sum() / (
-                mask.sum() * target.shape[0] * target.shape[-1]
-            )
+            mse = (((student_states - target) ** 2) * mask).sum() / (mask.sum() * target.shape[0] * target.shape[-1])
             loss = loss + config.hidden_weight * mse
         return loss
 

@@ -47,9 +47,7 @@ def evaluate(labels: np.ndarray, probabilities: np.ndarray) -> EvalReport:
     if len(labels) == 0:
         raise ValueError("cannot evaluate zero examples")
     if probabilities.shape != (len(labels), len(LABELS)):
-        raise ValueError(
-            f"probabilities of shape {probabilities.shape}, expected {(len(labels), len(LABELS))}"
-        )
+        raise ValueError(f"probabilities of shape {probabilities.shape}, expected {(len(labels), len(LABELS))}")
     predicted = probabilities.argmax(axis=1)
     class_ids = list(range(len(LABELS)))
     precision, recall, f1, support = precision_recall_fscore_support(
@@ -65,7 +63,5 @@ def evaluate(labels: np.ndarray, probabilities: np.ndarray) -> EvalReport:
             name: ClassMetrics(float(precision[i]), float(recall[i]), float(f1[i]), int(support[i]))
             for i, name in enumerate(LABELS)
         },
-        confusion={
-            true: {pred: int(matrix[i, j]) for j, pred in enumerate(LABELS)} for i, true in enumerate(LABELS)
-        },
+        confusion={true: {pred: int(matrix[i, j]) for j, pred in enumerate(LABELS)} for i, true in enumerate(LABELS)},
     )

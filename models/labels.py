@@ -32,9 +32,7 @@ def parse_label(value: object) -> int:
     try:
         return _label_from_number(float(text))
     except ValueError:
-        raise ValueError(
-            f"label {value!r} is neither an id 0/1/2 nor one of {sorted(LABEL_SYNONYMS)}"
-        ) from None
+        raise ValueError(f"label {value!r} is neither an id 0/1/2 nor one of {sorted(LABEL_SYNONYMS)}") from None
 
 
 def _label_from_number(value: float) -> int:

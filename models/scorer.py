@@ -100,11 +100,13 @@ class BatchScorer:
         threads: int | None = None,
         prefer_gpu: bool = True,
         bucket_size: int | None = None,
+        tensorrt: bool = False,
     ) -> BatchScorer:
         """Open a model folder: the fp16 GPU artifact when onnxruntime-gpu sees a GPU, else the int8 CPU one.
 
         ``max_length`` caps tokens per text (default: the model's), ``threads`` the CPU threads of one
-        session run (default: onnxruntime's choice).
+        session run (default: onnxruntime's choice). ``tensorrt`` tries TensorRT before CUDA: it builds an
+        engine per new input shape, which pays off only for long-running workers with few bucket shapes.
         """
         import onnxruntime as ort
 
@@ -118,7 +120,8 @@ class BatchScorer:
         options.inter_op_num_threads = 1
         if threads is not None:
             options.intra_op_num_threads = threads
-        session = _gpu_session(ort, model_dir, options) if prefer_gpu else None
+        gpu_providers = [*(["TensorrtExecutionProvider"] if tensorrt else []), "CUDAExecutionProvider"]
+        session = _gpu_session(ort, model_dir, options, gpu_providers) if prefer_gpu else None
         if session is None:
             cpu_path = model_dir / CPU_ONNX
             if not cpu_path.is_file():
@@ -127,9 +130,7 @@ class BatchScorer:
             logger.info("model %s: %s on CPUExecutionProvider", metadata.version, CPU_ONNX)
         on_gpu = session.get_providers()[0] in GPU_PROVIDERS
         size = bucket_size or (GPU_BUCKET_SIZE if on_gpu else CPU_BUCKET_SIZE)
-        return cls(
-            session=session, tokenizer=tokenizer, metadata=metadata, model_dir=model_dir, bucket_size=size
-        )
+        return cls(session=session, tokenizer=tokenizer, metadata=metadata, model_dir=model_dir, bucket_size=size)
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """Uncalibrated logits (n, 3) in input order; one session run per length bucket."""
@@ -159,16 +160,16 @@ class BatchScorer:
         return binding.copy_outputs_to_cpu()[0].astype(np.float32)
 
 
-def _gpu_session(ort: object, model_dir: Path, options: object) -> onnxruntime.InferenceSession | None:
+def _gpu_session(
+    ort: object, model_dir: Path, options: object, wanted: list[str]
+) -> onnxruntime.InferenceSession | None:
     gpu_path = model_dir / GPU_ONNX
-    available = [p for p in GPU_PROVIDERS if p in ort.get_available_providers()]  # type: ignore[attr-defined]
+    available = [p for p in wanted if p in ort.get_available_providers()]  # type: ignore[attr-defined]
     if not available:
         logger.debug("no GPU execution provider in this onnxruntime build: using the CPU artifact")
         return None
     if not gpu_path.is_file():
-        logger.info(
-            "GPU execution provider available but %s has no %s: using the CPU artifact", model_dir, GPU_ONNX
-        )
+        logger.info("GPU execution provider available but %s has no %s: using the CPU artifact", model_dir, GPU_ONNX)
         return None
     # TensorRT is listed whenever onnxruntime-gpu is built with it, even without TensorRT libraries:
     # try the providers from best to plainest and keep the first session that opens on a GPU.

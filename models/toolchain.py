@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -152,15 +151,7 @@ def architecture_of(model: PreTrainedModel) -> dict[str, Any]:
     }
 
 
-def replace_folder(source: Path, target: Path) -> None:
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(source, target)
-
-
-def _chunked_logits(
-    scorer: BatchScorer, texts: Sequence[str], console: Console, description: str
-) -> np.ndarray:
+def _chunked_logits(scorer: BatchScorer, texts: Sequence[str], console: Console, description: str) -> np.ndarray:
     chunks = [texts[i : i + EVAL_CHUNK] for i in range(0, len(texts), EVAL_CHUNK)]
     parts: list[np.ndarray] = []
     with Progress(

@@ -105,13 +105,9 @@ class TeacherConfig:
         if not 8 <= self.max_length <= 512:
             raise ValueError(f"max_length must be in [8, 512], got {self.max_length}")
         if self.class_weighting not in ("none", "sqrt_inverse", "inverse"):
-            raise ValueError(
-                f"class_weighting must be none|sqrt_inverse|inverse, got {self.class_weighting!r}"
-            )
+            raise ValueError(f"class_weighting must be none|sqrt_inverse|inverse, got {self.class_weighting!r}")
         if not (Path(self.base_model) / "config.json").is_file():
-            raise ValueError(
-                f"base_model {self.base_model} is not a Hugging Face model folder (no config.json)"
-            )
+            raise ValueError(f"base_model {self.base_model} is not a Hugging Face model folder (no config.json)")
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
@@ -171,9 +167,7 @@ def to_torch(batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask)
 
 
-def predict_logits(
-    model: PreTrainedModel, token_ids: Sequence[np.ndarray], batch_size: int = 64
-) -> np.ndarray:
+def predict_logits(model: PreTrainedModel, token_ids: Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:
     """Logits (n, classes) in input order, computed in length buckets."""
     import torch
 

@@ -14,13 +14,17 @@ from faust.types import EventT
 
 from finpulse.entities import EntityLinker
 from finpulse.models import BatchScorer
+from finpulse.schemas import OpinionIndex
 from finpulse.settings import Settings
 from finpulse.sinks.clickhouse import get_client
 from finpulse.sinks.migrations import migrate
 from finpulse.sinks.writer import ClickHouseWriter
 from finpulse.streams import topics
+from finpulse.streams.alerts import AlertService
+from finpulse.streams.index_agent import IndexStage, ScoredBatchView, register_index_agents
 from finpulse.streams.pipeline import ScoringPipeline
 from finpulse.streams.produce import new_producer
+from finpulse.streams.score import Columns
 from finpulse.streams.validate import EventParser, RawMessage
 from finpulse.streams.web import register_pages
 
@@ -43,6 +47,8 @@ class WorkerState:
     query_client: Client | None = None
     pipeline: ScoringPipeline | None = None
     producer: AIOKafkaProducer | None = None
+    index_stage: IndexStage | None = None
+    alerts: AlertService | None = None
     model_version: str = ""
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -64,14 +70,31 @@ class WorkerState:
         await self.producer.start()
         self.model_version = scorer.version
         writer = ClickHouseWriter(client, retry_max_s=self.settings.clickhouse_retry_max_s)
+        self.alerts = await AlertService.open(self.settings, client, writer, self.producer)
+        on_stored = [self.index_stage.on_scored] if self.index_stage else []
         self.pipeline = ScoringPipeline(
-            self.settings, EventParser(self.settings, linker), scorer, writer, self.producer
+            self.settings,
+            EventParser(self.settings, linker),
+            scorer,
+            writer,
+            self.producer,
+            on_stored=[*on_stored, self._alert_on_scored],
         )
         self.ready.set()
         log.info("worker ready: model %s, ClickHouse %s", scorer.version, _redacted(self.settings))
         return self.pipeline
 
+    async def _alert_on_scored(self, rows: Columns, inserted: int) -> None:
+        assert self.alerts is not None
+        await self.alerts.on_scored(rows)
+
+    async def on_index_updates(self, updates: list[OpinionIndex], view: ScoredBatchView) -> None:
+        if self.alerts is not None:
+            await self.alerts.on_updates(updates, view)
+
     async def stop(self) -> None:
+        if self.alerts is not None:
+            await self.alerts.close()
         if self.producer is not None:
             await self.producer.stop()
 
@@ -116,6 +139,7 @@ def create_app(settings: Settings, bootstrap_servers: str) -> tuple[faust.App, W
         consumer_max_fetch_size=max(4 << 20, 2 * settings.max_message_bytes),
     )
     state = WorkerState(settings, bootstrap_servers)
+    state.index_stage = register_index_agents(app, state, on_updates=state.on_index_updates)
     raw_topic = app.topic(
         settings.topic(topics.NEWS_RAW),
         settings.topic(topics.SOCIAL_RAW),

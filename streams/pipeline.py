@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,6 +22,7 @@ from finpulse.sinks.writer import ClickHouseWriter
 from finpulse.streams import topics
 from finpulse.streams.produce import publish_batch
 from finpulse.streams.score import (
+    Columns,
     dlq_columns,
     dlq_messages,
     retrain_columns,
@@ -33,6 +34,10 @@ from finpulse.streams.score import (
 from finpulse.streams.validate import EventParser, RawMessage
 
 log = logging.getLogger("finpulse.pipeline")
+
+# Awaited with every stored batch (``scored_event_columns`` layout) and how many of its rows were new,
+# before the batch's offsets are committed: the index stage and the alert engine's event rules.
+OnStored = Callable[[Columns, int], Awaitable[object]]
 
 
 @dataclass(frozen=True)
@@ -51,8 +56,7 @@ def batch_token(messages: Sequence[RawMessage]) -> str:
     for message in messages:
         ranges[(message.topic, message.partition)].append(message.offset)
     return ",".join(
-        f"{topic}:{partition}:{min(offsets)}-{max(offsets)}"
-        for (topic, partition), offsets in sorted(ranges.items())
+        f"{topic}:{partition}:{min(offsets)}-{max(offsets)}" for (topic, partition), offsets in sorted(ranges.items())
     )
 
 
@@ -66,8 +70,10 @@ class ScoringPipeline:
         scorer: BatchScorer,
         writer: ClickHouseWriter,
         producer: AIOKafkaProducer,
+        on_stored: Sequence[OnStored] = (),
     ) -> None:
         self._settings = settings
+        self._on_stored = tuple(on_stored)
         self._parser = parser
         self._scorer = scorer
         self._writer = writer
@@ -88,13 +94,13 @@ class ScoringPipeline:
 
         token = batch_token(messages)
         stored = await asyncio.to_thread(self._store, token, scored_rows, retrain_rows, dlq_rows)
+        for hook in self._on_stored:
+            await hook(scored_rows, stored)
         stored_at = time.perf_counter()
 
         await asyncio.gather(
             publish_batch(self._producer, settings.topic(topics.EVENTS_SCORED), scored_messages(scored_rows)),
-            publish_batch(
-                self._producer, settings.topic(topics.RETRAIN_SAMPLES), retrain_messages(retrain_rows)
-            ),
+            publish_batch(self._producer, settings.topic(topics.RETRAIN_SAMPLES), retrain_messages(retrain_rows)),
             publish_batch(
                 self._producer,
                 settings.topic(topics.EVENTS_DLQ),
@@ -117,10 +123,8 @@ class ScoringPipeline:
         self._count(report)
         return report
 
-    def _store(self, token: str, scored_rows: dict, retrain_rows: dict, dlq_rows: dict) -> int:
-        stored = self._writer.write(
-            "scored_events", scored_rows, key="event_id", dedup_token=f"scored/{token}"
-        )
+    def _store(self, token: str, scored_rows: Columns, retrain_rows: Columns, dlq_rows: Columns) -> int:
+        stored = self._writer.write("scored_events", scored_rows, key="event_id", dedup_token=f"scored/{token}")
         self._writer.write("retrain_samples", retrain_rows, key="event_id", dedup_token=f"retrain/{token}")
         self._writer.write("dlq_events", dlq_rows, key="dlq_id", dedup_token=f"dlq/{token}")
         return stored.inserted

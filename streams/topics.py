@@ -17,6 +17,7 @@ EVENTS_SCORED = "events.scored"
 EVENTS_DLQ = "events.dlq"
 RETRAIN_SAMPLES = "retrain.samples"
 INDEXES = "indexes"
+INDEX_PARTIALS = "indexes.partials"
 ALERTS = "alerts"
 ALERTS_UNDELIVERED = "alerts.undelivered"
 
@@ -28,6 +29,7 @@ ALL_TOPICS = (
     EVENTS_DLQ,
     RETRAIN_SAMPLES,
     INDEXES,
+    INDEX_PARTIALS,
     ALERTS,
     ALERTS_UNDELIVERED,
 )

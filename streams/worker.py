@@ -12,6 +12,7 @@ from pathlib import Path
 
 import faust
 
+from finpulse.rules import load_rules_for
 from finpulse.settings import Settings
 from finpulse.streams.app import create_app
 from finpulse.streams.broker import EmbeddedBroker
@@ -74,7 +75,11 @@ def _unregister(settings: Settings) -> None:
 
 
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
-    """Run until SIGTERM/SIGINT; starts the embedded broker first when no broker is configured."""
+    """Run until SIGTERM/SIGINT; starts the embedded broker first when no broker is configured.
+
+    Raises ``RulesError`` before anything starts when the alert rules file is invalid.
+    """
+    load_rules_for(settings)
     with ExitStack() as stack:
         if settings.embedded_broker:
             log_file = settings.data_dir / "broker.log"

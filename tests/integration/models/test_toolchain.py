@@ -71,15 +71,10 @@ def test_exported_graphs_agree_with_pytorch(tiny_teacher: Path, tmp_path: Path) 
     token_ids = encode(load_tokenizer(tiny_teacher, 32), dev.texts)
     reference = predict_logits(model, token_ids)
 
-    fp32 = ort.InferenceSession(
-        str(export_onnx(model, tmp_path / "fp32.onnx")), providers=["CPUExecutionProvider"]
-    )
+    fp32 = ort.InferenceSession(str(export_onnx(model, tmp_path / "fp32.onnx")), providers=["CPUExecutionProvider"])
     scorer = BatchScorer.load(tiny_teacher, threads=2)
     fp32_logits = np.concatenate(
-        [
-            fp32.run(None, {"input_ids": ids[None], "attention_mask": np.ones_like(ids)[None]})[0]
-            for ids in token_ids
-        ]
+        [fp32.run(None, {"input_ids": ids[None], "attention_mask": np.ones_like(ids)[None]})[0] for ids in token_ids]
     )
     assert np.abs(fp32_logits - reference).max() < 1e-4
     int8_logits = scorer.logits(dev.texts)
@@ -121,9 +116,7 @@ def test_student_is_shallow_and_ships_cpu_and_gpu_graphs(tiny_teacher: Path, tin
     assert metadata.architecture["layers"] == 2
     assert (tiny_student / "model.int8.onnx").is_file() and (tiny_student / "model.fp16.onnx").is_file()
     assert all(p.stat().st_size <= MAX_FILE_BYTES for p in tiny_student.rglob("*") if p.is_file())
-    assert (tiny_student / "model.int8.onnx").stat().st_size < (
-        tiny_teacher / "model.int8.onnx"
-    ).stat().st_size
+    assert (tiny_student / "model.int8.onnx").stat().st_size < (tiny_teacher / "model.int8.onnx").stat().st_size
     scorer = BatchScorer.load(tiny_student, prefer_gpu=False)
     assert len(scorer.score(TEXTS)) == len(TEXTS)
     assert scorer.providers[0] == "CPUExecutionProvider" and not scorer.on_gpu
@@ -159,9 +152,7 @@ def test_bench_json(tiny_teacher: Path, tiny_student: Path, small_labelled_csv: 
     bench = json.loads(result.stdout)
     for key in ("teacher_fp32", "student_fp32", "student_int8"):
         assert bench[key]["seq_per_s"] > 0 and bench[key]["p99_ms"] >= bench[key]["p50_ms"] > 0
-    assert (
-        bench["teacher_fp32"]["model"] == "tiny-teacher" and bench["student_int8"]["model"] == "tiny-student"
-    )
+    assert bench["teacher_fp32"]["model"] == "tiny-teacher" and bench["student_int8"]["model"] == "tiny-student"
     assert bench["speedup_student_int8_vs_teacher_fp32"] == pytest.approx(
         bench["student_int8"]["seq_per_s"] / bench["teacher_fp32"]["seq_per_s"]
     )

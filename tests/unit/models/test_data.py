@@ -41,9 +41,7 @@ def test_unknown_label_names_file_row_and_value(tmp_path: Path) -> None:
         load_labelled(path)
 
 
-@pytest.mark.parametrize(
-    ("name", "content"), [("empty.csv", ""), ("header.csv", "text,label\n"), ("e.jsonl", "\n")]
-)
+@pytest.mark.parametrize(("name", "content"), [("empty.csv", ""), ("header.csv", "text,label\n"), ("e.jsonl", "\n")])
 def test_empty_files_are_refused(tmp_path: Path, name: str, content: str) -> None:
     with pytest.raises(DataError, match="empty file|no rows"):
         load_labelled(write(tmp_path / name, content))

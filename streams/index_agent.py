@@ -1,0 +1,451 @@
+"""The opinion-index stage of the worker: scored batches → partial aggregates → Faust table → index updates.
+
+Data flow:
+
+1. **Scored side** (``IndexStage.on_scored``, a hook the scoring pipeline awaits with every stored batch).
+   The batch becomes partial aggregates per (scope:key, window size, window start) in a few numpy passes
+   (``indexes.batch_partials``), published keyed by ``scope:key`` to ``<prefix>indexes.partials`` with one
+   produce call per partition, then one watermark tick per partition (``{"tick": {raw topic-partition:
+   latest event ms}}``; ``indexes.Indexer`` explains the watermark). A hook rather than an agent on
+   ``events.scored``: it saves a hop (serializing, producing and re-consuming every scored event, at
+   Faust's ~60 µs per consumed event) and its latency, it sees the batch in columns already, and it runs
+   before the scoring batch's offsets are committed, so a crash redelivers both. From the writer's count
+   it also learns when an earlier attempt of the batch had stored some events, and flags those.
+2. **Index side** (the ``opinion-index`` agent, ``take_events``). Faust table ``opinion-index`` keyed by
+   ``scope:key``. Faust writes a table's changelog to the partition of the event being processed, which
+   is undefined for a batch, so the table uses the key partitioner (``use_partitioner=True``): the
+   changelog partition of a key is the partition its partials arrive on (same key bytes, same default
+   partitioner, same partition count), which is what co-partitioning requires. Per batch each touched key
+   is read once, its partials merged, windows past the watermark closed (with their final z-scores),
+   and its row written once: one changelog message per key per batch, never one per event. A timer
+   re-checks the watermarks when no batch comes, so windows close when the feed goes quiet.
+3. **Outputs**, before the table is written and the batch acknowledged: ``OpinionIndex`` records to
+   ClickHouse ``opinion_index`` (one insert per batch, idempotent by record id) and to ``<prefix>indexes``
+   (one produce call per partition), then the ``on_updates`` callback (the alert engine) with the updates
+   and their windows' top contributing events.
+
+Exactly-once index state over at-least-once delivery: a key's state remembers the partials-topic offset
+it applied last (a redelivered partial is skipped) and, per raw topic-partition, the highest raw offset
+it counted (an event replayed by a redelivered scoring batch is counted only if it was not).
+
+Example (what ``streams/app.py`` does):
+    >>> stage = register_index_agents(app, state, on_updates=alert_engine.on_updates)  # doctest: +SKIP
+    >>> pipeline = ScoringPipeline(..., on_stored=stage.on_scored)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal
+
+import faust
+import numpy as np
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+from clickhouse_connect.driver import Client
+from faust.types import EventT
+
+from finpulse.entities import EntityLinker
+from finpulse.schemas import OpinionIndex, Scope
+from finpulse.sinks.clickhouse import get_client
+from finpulse.sinks.writer import ClickHouseWriter
+from finpulse.streams import topics
+from finpulse.streams.indexes import (
+    IDLE_AFTER_MS,
+    TOP_EVENTS_PER_SIDE,
+    BatchOutcome,
+    Contributor,
+    IndexConfig,
+    IndexedUpdate,
+    Indexer,
+    KeyPartial,
+    KeyState,
+    LateBeyondHistory,
+    batch_partials,
+    from_ms,
+    record_id,
+    to_opinion_index,
+    with_late_events,
+)
+from finpulse.streams.produce import OutboundRecord, publish_batch
+
+if TYPE_CHECKING:
+    from finpulse.streams.app import WorkerState
+
+log = logging.getLogger("finpulse.indexes")
+
+TABLE_NAME = "opinion-index"
+INDEX_TABLE = "opinion_index"
+EXIT_BATCH_FAILED = 70  # as the scoring agent: stop without acknowledging the batch in hand
+INDEX_BATCH_MAX = 10_000
+INDEX_BATCH_WAIT_S = 0.1
+
+Columns = Mapping[str, Sequence[object]]
+WindowRef = tuple[str, str, int, datetime]  # scope, key, window size, window start
+
+
+@dataclass(frozen=True, slots=True)
+class ContributingEvent:
+    """One of the most negative or most positive scored events of a window."""
+
+    event_id: str
+    text: str
+    score: float
+    label: str
+    source: str  # "news:reuters", "social:x"…
+    event_time: datetime
+
+    @classmethod
+    def of(cls, contributor: Contributor) -> ContributingEvent:
+        c = contributor
+        return cls(c.event_id, c.text, c.score, c.label, c.source, from_ms(c.event_ms))
+
+
+@dataclass(frozen=True)
+class ScoredBatchView:
+    """The scored events behind one batch of index updates.
+
+    ``contributors`` holds, for every updated window that was open, the events among its most negative
+    and most positive (``TOP_EVENTS_PER_SIDE`` each, collected over every batch merged into the window
+    by this process), most negative first. Windows updated only for late events have none.
+    """
+
+    contributors: Mapping[WindowRef, tuple[ContributingEvent, ...]]
+
+    def top(
+        self, update: OpinionIndex, n: int = TOP_EVENTS_PER_SIDE, most: Literal["negative", "positive"] = "negative"
+    ) -> list[ContributingEvent]:
+        """The window's ``n`` most negative (or most positive) contributing events."""
+        events = self.contributors.get((update.scope, update.key, update.window_s, update.window_start), ())
+        ordered = events if most == "negative" else tuple(reversed(events))
+        return list(ordered[:n])
+
+
+OnUpdates = Callable[[list[OpinionIndex], ScoredBatchView], Awaitable[None]]
+
+
+def sync_ticker_markets(client: Client, linker: EntityLinker) -> int:
+    """Make ``index_ticker_markets`` (what the SQL index maps tickers to markets with) match the linker.
+
+    Call it after the migrations and before the first scored events are stored: the market materialized
+    view reads the mapping when events are inserted. Returns how many rows it added.
+    """
+    wanted = {ticker: company.market for ticker, company in linker.companies.items() if company.market}
+    current = dict(client.query(
+        "SELECT ticker, argMax(market, updated_at) FROM index_ticker_markets GROUP BY ticker"
+    ).result_rows)  # fmt: skip
+    changed = [(ticker, market) for ticker, market in wanted.items() if current.get(ticker) != market]
+    if changed:
+        now = datetime.now(UTC)
+        client.insert(
+            "index_ticker_markets",
+            [[ticker, market, now] for ticker, market in changed],
+            column_names=["ticker", "market", "updated_at"],
+        )
+    return len(changed)
+
+
+class IndexStage:
+    """The index stage of one worker process. Built by ``register_index_agents``."""
+
+    def __init__(self, app: faust.App, state: WorkerState, on_updates: OnUpdates | None) -> None:
+        settings = state.settings
+        self.config = IndexConfig.from_settings(settings)
+        self.on_updates = on_updates
+        self.totals: dict[str, int] = defaultdict(int)
+        self._state = state
+        self._settings = settings
+        # one JSON KeyPartial per key and scored batch keyed scope:key, and watermark ticks
+        self._partials_topic = settings.topic(topics.INDEX_PARTIALS)
+        self._linker = EntityLinker.default(
+            extra_csv=[settings.entity_aliases_csv] if settings.entity_aliases_csv else []
+        )
+        self._tick_keys: dict[int, bytes] = {}
+        self._client: Client | None = None
+        self._writer: ClickHouseWriter | None = None
+        self.indexer = Indexer(self.config)
+        self._reload = True
+        self._lock = asyncio.Lock()  # the agent's batches and the idle timer take turns on the state
+        self.table = app.Table(
+            TABLE_NAME,
+            default=None,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.topic_partitions,
+            use_partitioner=True,
+            help="Opinion index state per scope:key (open windows, closed baseline windows, offsets applied).",
+        )
+        self.partials = app.topic(
+            self._partials_topic,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.topic_partitions,
+            internal=True,
+        )
+
+    # --- scored side ------------------------------------------------------------------------------
+
+    async def on_scored(self, rows: Columns, inserted: int) -> int:
+        """Publish the partial aggregates of a stored batch (``scored_event_columns`` layout).
+
+        ``inserted`` is what the writer stored of it (``WriteResult.inserted``); fewer than the batch's
+        distinct events means an earlier attempt stored the rest. Returns the partial messages sent.
+        """
+        ids = rows["event_id"]
+        if not ids:
+            return 0
+        replayed = None
+        if inserted < len(set(ids)):
+            replayed = await asyncio.to_thread(self._stored_earlier, rows)
+        partials = await asyncio.to_thread(batch_partials, rows, self.config, self._linker.market_of, replayed)
+        producer = self._state.producer
+        assert producer is not None, "the worker's producer starts before the first batch"
+        records = [OutboundRecord(key=p.table_key.encode(), value=p.to_json()) for p in partials.keys]
+        tick = json.dumps({"tick": partials.progress}).encode()
+        ticks = [OutboundRecord(key=key, value=tick) for key in await self._tick_keys_for(producer)]
+        # In each partition the tick follows the batch's partials: no key sees a watermark before its events.
+        await publish_batch(producer, self._partials_topic, records + ticks)
+        return len(records)
+
+    def _stored_earlier(self, rows: Columns) -> np.ndarray:
+        # Rare (a batch redelivered after a crash): reads the table, where a projection cannot help.
+        ids = list(rows["event_id"])
+        found = self._clickhouse().query(
+            "SELECT event_id FROM scored_events "
+            "WHERE event_id IN {ids:Array(String)} AND stored_at < {at:DateTime64(6, 'UTC')}",
+            parameters={"ids": ids, "at": rows["stored_at"][0]},
+        ).result_rows
+        earlier = {row[0] for row in found}
+        log.info("scored batch replayed: %d of %d events were stored by an earlier attempt", len(earlier), len(ids))
+        return np.fromiter((event_id in earlier for event_id in ids), dtype=bool, count=len(ids))
+
+    async def _tick_keys_for(self, producer: AIOKafkaProducer) -> list[bytes]:
+        """One key per partition of the partials topic (found with the producer's partitioner)."""
+        partitions = sorted(await producer.partitions_for(self._partials_topic))
+        if set(self._tick_keys) != set(partitions):
+            partitioner = DefaultPartitioner()
+            self._tick_keys = {}
+            candidate = 0
+            while len(self._tick_keys) < len(partitions):
+                key = f"~tick~{candidate}".encode()
+                self._tick_keys.setdefault(partitioner(key, partitions, partitions), key)
+                candidate += 1
+        return list(self._tick_keys.values())
+
+    # --- index side -------------------------------------------------------------------------------
+
+    def _clickhouse(self) -> Client:
+        # A client of its own: index inserts then run beside the scoring pipeline's, not behind them.
+        if self._client is None:
+            self._client = get_client(self._settings.resolved_clickhouse_dsn)
+        return self._client
+
+    async def consume(self, stream: faust.StreamT) -> None:
+        await self._state.ready.wait()  # migrations applied, producer started
+        self._writer = ClickHouseWriter(
+            await asyncio.to_thread(self._clickhouse), retry_max_s=self._settings.clickhouse_retry_max_s
+        )
+        wait_s = min(INDEX_BATCH_WAIT_S, self._settings.batch_max_wait_s)
+        async for events in stream.take_events(INDEX_BATCH_MAX, within=wait_s):
+            try:
+                await self.process(events)
+            except Exception:
+                # take_events acknowledges a batch once the loop body returns, even by an exception.
+                log.critical("index batch failed; stopping without committing its offsets", exc_info=True)
+                logging.shutdown()
+                os._exit(EXIT_BATCH_FAILED)
+
+    def close(self) -> None:
+        """Close the stage's ClickHouse client (chDB lets a process hold one data directory at a time)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def mark_rebalanced(self) -> None:
+        """Partitions moved: re-read the table (Faust recovered it) before the next batch."""
+        self._reload = True
+
+    async def process(self, events: Sequence[EventT]) -> list[OpinionIndex]:
+        """One batch of the partials topic: merge, close, store, publish, call back, write the table."""
+        started = time.perf_counter()
+        if self._reload:
+            self._load()
+        partials, ticks = _read(events)
+        async with self._lock:
+            return await self._advance(partials, ticks, _batch_token(events), len(events), started)
+
+    async def close_idle(self) -> None:
+        """Re-evaluate the watermarks with no new partials: windows close once the raw partitions go quiet."""
+        if self._writer is None or self._reload:
+            return
+        async with self._lock:
+            await self._advance([], [], f"timer/{time.time_ns()}", 0, time.perf_counter())
+
+    async def _advance(
+        self,
+        partials: list[tuple[str, int, int, KeyPartial]],
+        ticks: list[tuple[int, dict[str, int]]],
+        token: str,
+        messages: int,
+        started: float,
+    ) -> list[OpinionIndex]:
+        outcome = self.indexer.apply(partials, now_ms=int(time.time() * 1000), ticks=ticks)
+        updated_at = datetime.now(UTC)
+        updates = [to_opinion_index(u.scope, u.key, u.update, updated_at) for u in outcome.updates]
+        ids = [record_id(u.scope, u.key, u.update) for u in outcome.updates]
+        revisions = [u.update.window.revision for u in outcome.updates]
+        if outcome.late_beyond_history:
+            late = await asyncio.to_thread(self._count_late_on_stored, outcome.late_beyond_history, updated_at)
+            updates += [record for record, _ in late]
+            ids += [entry.record_id() for entry in outcome.late_beyond_history]
+            revisions += [revision for _, revision in late]
+        if updates:
+            await asyncio.gather(
+                asyncio.to_thread(self._store, updates, ids, revisions, token),
+                self._publish(updates),
+            )
+            if self.on_updates is not None:
+                await self.on_updates(updates, self._view(outcome.updates, updates))
+        for table_key in outcome.changed:
+            self.table[table_key.encode()] = self.indexer.states[table_key].to_json()
+        self._count(messages, outcome, len(updates), started)
+        return updates
+
+    def _load(self) -> None:
+        states = {
+            key.decode(): KeyState.from_json(value) for key, value in self.table.items() if value is not None
+        }
+        self.indexer.load(states)
+        self._reload = False
+        log.info("index state: %d keys", len(states))
+
+    def _view(self, indexed: Sequence[IndexedUpdate], updates: Sequence[OpinionIndex]) -> ScoredBatchView:
+        contributors = {
+            (u.scope, u.key, u.window_s, u.window_start): tuple(ContributingEvent.of(c) for c in i.contributors)
+            for i, u in zip(indexed, updates, strict=False)  # updates may end with late counts, which have none
+            if i.contributors
+        }
+        return ScoredBatchView(contributors)
+
+    def _count_late_on_stored(
+        self, late: Sequence[LateBeyondHistory], updated_at: datetime
+    ) -> list[tuple[OpinionIndex, int]]:
+        """Records of long-closed windows read back from ClickHouse, with their new late events counted."""
+        refs = [(entry.scope, entry.key, entry.window_s, entry.start_ms) for entry in late]
+        found = self._clickhouse().query(
+            f"SELECT {', '.join(INDEX_COLUMNS)}, revision, toUnixTimestamp64Milli(window_start) AS start_ms "
+            f"FROM {INDEX_TABLE} FINAL WHERE (scope, key, window_s, toUnixTimestamp64Milli(window_start)) "
+            "IN {refs:Array(Tuple(String, String, UInt32, Int64))}",
+            parameters={"refs": refs},
+        ).named_results()
+        stored = {(r["scope"], r["key"], r["window_s"], r["start_ms"]): r for r in found}
+        records = []
+        for ref, entry in zip(refs, late, strict=True):
+            row = stored.get(ref)
+            record = OpinionIndex.model_validate({name: row[name] for name in INDEX_COLUMNS}) if row else None
+            records.append((with_late_events(record, entry, updated_at), (row["revision"] if row else 0) + 1))
+        log.info("counted late events on %d stored window records beyond the kept history", len(records))
+        return records
+
+    def _store(self, updates: Sequence[OpinionIndex], ids: list[str], revisions: list[int], token: str) -> None:
+        assert self._writer is not None
+        columns = index_columns(updates)
+        columns["index_id"] = ids
+        columns["revision"] = revisions
+        self._writer.write(INDEX_TABLE, columns, key="index_id", dedup_token=f"index/{token}")
+
+    async def _publish(self, updates: Sequence[OpinionIndex]) -> None:
+        producer = self._state.producer
+        assert producer is not None
+        records = [
+            OutboundRecord(key=f"{u.scope}:{u.key}".encode(), value=u.model_dump_json().encode()) for u in updates
+        ]
+        await publish_batch(producer, self._settings.topic(topics.INDEXES), records)
+
+    def _count(self, messages: int, outcome: BatchOutcome, updates: int, started: float) -> None:
+        totals = self.totals
+        totals["batches"] += 1
+        totals["messages"] += messages
+        totals["updates"] += updates
+        totals["windows_closed"] += outcome.closed
+        totals["partials_skipped"] += outcome.skipped
+        totals["late_events"], totals["late_untracked"] = self.indexer.late_totals()
+        log.debug("index batch of %d messages: %d updates in %.3fs", messages, updates, time.perf_counter() - started)
+
+
+def _read(events: Sequence[EventT]) -> tuple[list[tuple[str, int, int, KeyPartial]], list[tuple[int, dict[str, int]]]]:
+    partials: list[tuple[str, int, int, KeyPartial]] = []
+    ticks: list[tuple[int, dict[str, int]]] = []
+    for event in events:
+        message = event.message
+        document = json.loads(message.value)
+        if "tick" in document:
+            ticks.append((message.partition, {str(tp): int(ms) for tp, ms in document["tick"].items()}))
+        else:
+            key = message.key.decode()
+            partials.append((key, message.partition, message.offset, KeyPartial.from_document(document)))
+    return partials, ticks
+
+
+INDEX_COLUMNS = tuple(OpinionIndex.model_fields)
+
+
+def index_columns(updates: Sequence[OpinionIndex]) -> dict[str, list[object]]:
+    """``opinion_index`` columns of the updates (without ``index_id`` and ``revision``)."""
+    return {name: [getattr(update, name) for update in updates] for name in INDEX_COLUMNS}
+
+
+def _batch_token(events: Sequence[EventT]) -> str:
+    ranges: dict[int, list[int]] = defaultdict(list)
+    for event in events:
+        ranges[event.message.partition].append(event.message.offset)
+    return ",".join(f"{p}:{min(o)}-{max(o)}" for p, o in sorted(ranges.items()))
+
+
+def register_index_agents(app: faust.App, state: WorkerState, on_updates: OnUpdates | None = None) -> IndexStage:
+    """Declare the index table, the partials topic and the index agent on ``app``.
+
+    The caller passes ``stage.on_scored`` to the scoring pipeline, which awaits it with every stored
+    batch. ``on_updates`` (e.g. the alert engine) is awaited once per index batch that changed something,
+    after the updates are in ClickHouse and on the ``indexes`` topic, before the batch is acknowledged.
+    """
+    stage = IndexStage(app, state, on_updates)
+
+    @app.agent(stage.partials, name=TABLE_NAME)
+    async def opinion_index(stream: faust.StreamT) -> None:
+        await stage.consume(stream)
+
+    @app.timer(interval=IDLE_AFTER_MS / 2000)
+    async def close_idle_windows() -> None:
+        await stage.close_idle()
+
+    @app.on_partitions_revoked.connect
+    async def _on_revoked(sender: object, *args: object, **kwargs: object) -> None:
+        stage.mark_rebalanced()
+
+    @app.on_partitions_assigned.connect
+    async def _on_assigned(sender: object, *args: object, **kwargs: object) -> None:
+        stage.mark_rebalanced()
+
+    return stage
+
+
+__all__ = [
+    "ContributingEvent",
+    "IndexStage",
+    "OnUpdates",
+    "ScoredBatchView",
+    "Scope",
+    "register_index_agents",
+    "sync_ticker_markets",
+]
