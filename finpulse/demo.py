@@ -17,7 +17,7 @@ from finpulse.streams.produce import OutboundRecord
 
 log = logging.getLogger("finpulse.demo")
 
-TABLES = ("scored_events", "dlq_events", "retrain_samples")
+TABLES = ("scored_events", "dlq_events", "retrain_samples", "opinion_index", "alerts")
 
 LATENCY_SQL = """
 SELECT
@@ -52,6 +52,7 @@ class RunSummary:
     top_tickers: list[tuple[str, int, float]]
     model_version: str
     batches: int
+    alerts: list[str]
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -103,6 +104,20 @@ def run_feed(
         watcher.join()
 
 
+def wait_for_index_to_settle(pipeline: EmbeddedPipeline, timeout_s: float = 20.0, quiet_s: float = 1.5) -> None:
+    """The index and alert stages trail the stored events by one agent hop: wait until they stop changing."""
+    assert pipeline.worker is not None
+    deadline = time.monotonic() + timeout_s
+    last, quiet_since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        latest = pipeline.worker.scalar("SELECT max(updated_at) AS t FROM opinion_index")
+        if latest != last:
+            last, quiet_since = latest, time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_s:
+            return
+        time.sleep(0.25)
+
+
 def run_filter(run_id: str) -> str:
     return f"startsWith(event_id, '{run_id}-')"
 
@@ -118,6 +133,9 @@ def summarize(pipeline: EmbeddedPipeline, scenario: str, run_id: str, sent: int)
     top = worker.query(
         "SELECT primary_ticker AS ticker, count() AS n, round(avg(score), 3) AS mean_score FROM scored_events "
         "WHERE primary_ticker != '' GROUP BY ticker ORDER BY n DESC LIMIT 5"
+    )
+    fired = worker.query(
+        "SELECT rule, key, toString(window_start) AS window FROM v_alerts WHERE state = 'firing' ORDER BY fired_at"
     )
     health = worker.health()
     span_s = float(latency["span_s"]) or 1e-9
@@ -136,6 +154,7 @@ def summarize(pipeline: EmbeddedPipeline, scenario: str, run_id: str, sent: int)
         top_tickers=[(r["ticker"], int(r["n"]), float(r["mean_score"])) for r in top],
         model_version=str(health.get("model_version", "")),
         batches=int(health.get("totals", {}).get("batches", 0)),
+        alerts=[f"{a['rule']} on {a['key']} ({a['window']})" for a in fired],
     )
 
 
@@ -171,4 +190,5 @@ def run_demo(
             raise TimeoutError(
                 f"only {stored} of {len(messages)} events stored after {time.monotonic() - started:.0f}s"
             )
+        wait_for_index_to_settle(pipeline)
         return summarize(pipeline, scenario, run_id, len(messages))

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     broker_rebalance_timeout_s: float = Field(
         3.0, gt=0, description="Consumer group rebalance timeout; short keeps group joins fast."
     )
+    broker_session_timeout_s: float = Field(
+        15.0, gt=0, description="A worker silent this long leaves the group: how soon a crashed worker's partitions move."
+    )
     clickhouse_retry_max_s: float = Field(
         600.0,
         gt=0,

@@ -21,7 +21,7 @@ from finpulse.sinks.migrations import migrate
 from finpulse.sinks.writer import ClickHouseWriter
 from finpulse.streams import topics
 from finpulse.streams.alerts import AlertService
-from finpulse.streams.index_agent import IndexStage, ScoredBatchView, register_index_agents
+from finpulse.streams.index_agent import IndexStage, ScoredBatchView, register_index_agents, sync_ticker_markets
 from finpulse.streams.pipeline import ScoringPipeline
 from finpulse.streams.produce import new_producer
 from finpulse.streams.score import Columns
@@ -60,9 +60,11 @@ class WorkerState:
         applied = migrate(client)
         if applied:
             log.info("applied ClickHouse migrations: %s", ", ".join(applied))
-        scorer = BatchScorer.load(settings.resolved_model_dir)
         extra = [settings.entity_aliases_csv] if settings.entity_aliases_csv else []
-        return client, scorer, EntityLinker.default(extra_csv=extra)
+        linker = EntityLinker.default(extra_csv=extra)
+        sync_ticker_markets(client, linker)  # before any event is stored: the SQL index maps markets with it
+        scorer = BatchScorer.load(settings.resolved_model_dir)
+        return client, scorer, linker
 
     async def start(self) -> ScoringPipeline:
         client, scorer, linker = await asyncio.to_thread(self._load)
@@ -131,6 +133,8 @@ def create_app(settings: Settings, bootstrap_servers: str) -> tuple[faust.App, W
         web_port=settings.worker_web_port,
         web_bind=settings.worker_web_host,
         broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
+        broker_session_timeout=settings.broker_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.broker_session_timeout_s / 3),
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         topic_partitions=settings.topic_partitions,

@@ -17,8 +17,7 @@ Data flow:
    changelog partition of a key is the partition its partials arrive on (same key bytes, same default
    partitioner, same partition count), which is what co-partitioning requires. Per batch each touched key
    is read once, its partials merged, windows past the watermark closed (with their final z-scores),
-   and its row written once: one changelog message per key per batch, never one per event. A timer
-   re-checks the watermarks when no batch comes, so windows close when the feed goes quiet.
+   and its row written once: one changelog message per key per batch, never one per event.
 3. **Outputs**, before the table is written and the batch acknowledged: ``OpinionIndex`` records to
    ClickHouse ``opinion_index`` (one insert per batch, idempotent by record id) and to ``<prefix>indexes``
    (one produce call per partition), then the ``on_updates`` callback (the alert engine) with the updates
@@ -59,7 +58,6 @@ from finpulse.sinks.clickhouse import get_client
 from finpulse.sinks.writer import ClickHouseWriter
 from finpulse.streams import topics
 from finpulse.streams.indexes import (
-    IDLE_AFTER_MS,
     TOP_EVENTS_PER_SIDE,
     BatchOutcome,
     Contributor,
@@ -173,7 +171,9 @@ class IndexStage:
         self._writer: ClickHouseWriter | None = None
         self.indexer = Indexer(self.config)
         self._reload = True
-        self._lock = asyncio.Lock()  # the agent's batches and the idle timer take turns on the state
+        self._app = app
+        self._raw_topics = {settings.topic(name) for name in topics.RAW_TOPICS}
+        self._consumed: dict[str, int] = {}  # raw topic-partition → offset of the last event scored here
         self.table = app.Table(
             TABLE_NAME,
             default=None,
@@ -202,20 +202,48 @@ class IndexStage:
         distinct events means an earlier attempt stored the rest. Returns the partial messages sent.
         """
         ids = rows["event_id"]
-        if not ids:
-            return 0
         replayed = None
-        if inserted < len(set(ids)):
+        if ids and inserted < len(set(ids)):
             replayed = await asyncio.to_thread(self._stored_earlier, rows)
         partials = await asyncio.to_thread(batch_partials, rows, self.config, self._linker.market_of, replayed)
+        for tp, offset in partials.last_offsets.items():
+            self._consumed[tp] = max(self._consumed.get(tp, -1), offset)
         producer = self._state.producer
         assert producer is not None, "the worker's producer starts before the first batch"
         records = [OutboundRecord(key=p.table_key.encode(), value=p.to_json()) for p in partials.keys]
-        tick = json.dumps({"tick": partials.progress}).encode()
+        tick = json.dumps({"tick": self._progress(partials.progress)}).encode()
         ticks = [OutboundRecord(key=key, value=tick) for key in await self._tick_keys_for(producer)]
         # In each partition the tick follows the batch's partials: no key sees a watermark before its events.
         await publish_batch(producer, self._partials_topic, records + ticks)
         return len(records)
+
+    def _progress(self, latest: Mapping[str, int]) -> dict[str, tuple[int | None, bool]]:
+        """Per raw topic-partition of this worker: the batch's latest event time, and whether it caught up."""
+        positions = self._read_positions()
+        return {
+            tp: (latest.get(tp), highwater is not None and next_offset >= highwater)
+            for tp, (next_offset, highwater) in sorted(positions.items())
+        } | {tp: (ms, False) for tp, ms in latest.items() if tp not in positions}
+
+    def _read_positions(self) -> dict[str, tuple[int, int | None]]:
+        """(next offset to read, highwater) of each raw topic-partition assigned here.
+
+        The highwater is the consumer's as of its last fetch (None before the first). The next offset is
+        past the last scored event, or the committed offset where that is further (rejected messages).
+        """
+        try:
+            consumer = self._app.consumer
+            assigned = [tp for tp in consumer.assignment() if tp.topic in self._raw_topics]
+            committed = consumer._committed_offset  # faust keeps no public accessor
+            positions = {}
+            for tp in assigned:
+                name = f"{tp.topic}:{tp.partition}"
+                next_offset = max(self._consumed.get(name, -1) + 1, committed.get(tp) or 0)
+                positions[name] = (next_offset, consumer.highwater(tp))
+        except Exception:  # not consuming (yet): every partition counts as behind
+            log.debug("no consumer positions", exc_info=True)
+            return {}
+        return positions
 
     def _stored_earlier(self, rows: Columns) -> np.ndarray:
         # Rare (a batch redelivered after a crash): reads the table, where a projection cannot help.
@@ -257,13 +285,24 @@ class IndexStage:
         )
         wait_s = min(INDEX_BATCH_WAIT_S, self._settings.batch_max_wait_s)
         async for events in stream.take_events(INDEX_BATCH_MAX, within=wait_s):
+            # take_events acknowledges a batch once the loop body is left, whatever the way out: a failed
+            # batch ends the process before that, and a stopping worker finishes the batch in hand first
+            # (cancelled halfway, its offsets would be committed without its table rows).
+            batch = asyncio.ensure_future(self.process(events))
             try:
-                await self.process(events)
+                await asyncio.shield(batch)
+            except asyncio.CancelledError:
+                await self._finish(batch)
+                raise
             except Exception:
-                # take_events acknowledges a batch once the loop body returns, even by an exception.
-                log.critical("index batch failed; stopping without committing its offsets", exc_info=True)
-                logging.shutdown()
-                os._exit(EXIT_BATCH_FAILED)
+                _exit_without_commit()
+
+    @staticmethod
+    async def _finish(batch: asyncio.Future[list[OpinionIndex]]) -> None:
+        try:
+            await batch
+        except Exception:
+            _exit_without_commit()
 
     def close(self) -> None:
         """Close the stage's ClickHouse client (chDB lets a process hold one data directory at a time)."""
@@ -280,30 +319,8 @@ class IndexStage:
         started = time.perf_counter()
         if self._reload:
             self._load()
-        partials, ticks = _read(events)
-        async with self._lock:
-            return await self._advance(partials, ticks, _batch_token(events), len(events), started)
-
-    async def close_idle(self) -> None:
-        """Re-evaluate the watermarks with no new partials: windows close once the raw partitions go quiet."""
-        if self._writer is None or self._reload:
-            return
-        async with self._lock:
-            await self._advance([], [], f"timer/{time.time_ns()}", 0, time.perf_counter())
-
-    async def _advance(
-        self,
-        partials: list[tuple[str, int, int, KeyPartial]],
-        ticks: list[tuple[int, dict[str, int]]],
-        token: str,
-        messages: int,
-        started: float,
-    ) -> list[OpinionIndex]:
-        outcome = self.indexer.apply(partials, now_ms=int(time.time() * 1000), ticks=ticks)
-        updated_at = datetime.now(UTC)
-        updates = [to_opinion_index(u.scope, u.key, u.update, updated_at) for u in outcome.updates]
-        ids = [record_id(u.scope, u.key, u.update) for u in outcome.updates]
-        revisions = [u.update.window.revision for u in outcome.updates]
+        # CPU work off the event loop (the state is only ever touched by this agent, one batch at a time)
+        outcome, updates, ids, revisions, updated_at = await asyncio.to_thread(self._merge, events)
         if outcome.late_beyond_history:
             late = await asyncio.to_thread(self._count_late_on_stored, outcome.late_beyond_history, updated_at)
             updates += [record for record, _ in late]
@@ -311,15 +328,26 @@ class IndexStage:
             revisions += [revision for _, revision in late]
         if updates:
             await asyncio.gather(
-                asyncio.to_thread(self._store, updates, ids, revisions, token),
+                asyncio.to_thread(self._store, updates, ids, revisions, _batch_token(events)),
                 self._publish(updates),
             )
             if self.on_updates is not None:
                 await self.on_updates(updates, self._view(outcome.updates, updates))
         for table_key in outcome.changed:
             self.table[table_key.encode()] = self.indexer.states[table_key].to_json()
-        self._count(messages, outcome, len(updates), started)
+        self._count(len(events), outcome, len(updates), started)
         return updates
+
+    def _merge(
+        self, events: Sequence[EventT]
+    ) -> tuple[BatchOutcome, list[OpinionIndex], list[str], list[int], datetime]:
+        partials, ticks = _read(events)
+        outcome = self.indexer.apply(partials, now_ms=int(time.time() * 1000), ticks=ticks)
+        updated_at = datetime.now(UTC)
+        updates = [to_opinion_index(u.scope, u.key, u.update, updated_at) for u in outcome.updates]
+        ids = [record_id(u.scope, u.key, u.update) for u in outcome.updates]
+        revisions = [u.update.window.revision for u in outcome.updates]
+        return outcome, updates, ids, revisions, updated_at
 
     def _load(self) -> None:
         states = {
@@ -379,22 +407,32 @@ class IndexStage:
         totals["updates"] += updates
         totals["windows_closed"] += outcome.closed
         totals["partials_skipped"] += outcome.skipped
-        totals["late_events"], totals["late_untracked"] = self.indexer.late_totals()
+        totals["late_events"], totals["late_events_beyond_history"] = self.indexer.late_totals()
         log.debug("index batch of %d messages: %d updates in %.3fs", messages, updates, time.perf_counter() - started)
 
 
-def _read(events: Sequence[EventT]) -> tuple[list[tuple[str, int, int, KeyPartial]], list[tuple[int, dict[str, int]]]]:
+Tick = tuple[int, dict[str, tuple[int | None, bool]]]
+
+
+def _read(events: Sequence[EventT]) -> tuple[list[tuple[str, int, int, KeyPartial]], list[Tick]]:
     partials: list[tuple[str, int, int, KeyPartial]] = []
-    ticks: list[tuple[int, dict[str, int]]] = []
+    ticks: list[Tick] = []
     for event in events:
         message = event.message
         document = json.loads(message.value)
         if "tick" in document:
-            ticks.append((message.partition, {str(tp): int(ms) for tp, ms in document["tick"].items()}))
+            progress = {str(tp): (latest, bool(caught_up)) for tp, (latest, caught_up) in document["tick"].items()}
+            ticks.append((message.partition, progress))
         else:
             key = message.key.decode()
             partials.append((key, message.partition, message.offset, KeyPartial.from_document(document)))
     return partials, ticks
+
+
+def _exit_without_commit() -> None:
+    log.critical("index batch failed; stopping without committing its offsets", exc_info=True)
+    logging.shutdown()
+    os._exit(EXIT_BATCH_FAILED)
 
 
 INDEX_COLUMNS = tuple(OpinionIndex.model_fields)
@@ -424,10 +462,6 @@ def register_index_agents(app: faust.App, state: WorkerState, on_updates: OnUpda
     @app.agent(stage.partials, name=TABLE_NAME)
     async def opinion_index(stream: faust.StreamT) -> None:
         await stage.consume(stream)
-
-    @app.timer(interval=IDLE_AFTER_MS / 2000)
-    async def close_idle_windows() -> None:
-        await stage.close_idle()
 
     @app.on_partitions_revoked.connect
     async def _on_revoked(sender: object, *args: object, **kwargs: object) -> None:

@@ -52,8 +52,6 @@ TOP_EVENTS_PER_SIDE = 3
 """Most negative and most positive events kept per key and window as its top contributors."""
 TOP_TEXT_CHARS = 280
 """Contributors' texts are cut to this many characters: enough for an alert, small on the topic."""
-IDLE_AFTER_MS = 10_000
-"""A raw topic-partition whose latest event time has not advanced for this long stops holding the watermark."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -223,12 +221,13 @@ class KeyPartial:
 
 @dataclass(frozen=True)
 class BatchPartials:
-    """The partial aggregates of one scored batch, one ``KeyPartial`` per key it touched, and its progress:
-    the latest event time of each raw topic-partition it holds (what the watermark advances on)."""
+    """The partial aggregates of one scored batch, one ``KeyPartial`` per key it touched, and per raw
+    topic-partition it holds the latest event time (what the watermark advances on) and the last offset."""
 
     events: int
     progress: dict[str, int]
     keys: list[KeyPartial]
+    last_offsets: dict[str, int] = field(default_factory=dict)
 
 
 def _first_occurrences(ids: Sequence[str]) -> np.ndarray:
@@ -335,10 +334,18 @@ def batch_partials(
             int(labels[event]), ids[event],
         ))  # fmt: skip
     tp_names, tp_codes = np.unique(raw_tps, return_inverse=True)
+    tp_codes = tp_codes.reshape(-1)
     latest = np.full(len(tp_names), np.iinfo(np.int64).min)
-    np.maximum.at(latest, tp_codes.reshape(-1), event_ms)
-    progress = dict(zip(map(str, tp_names), latest.tolist(), strict=True))
-    return BatchPartials(events=n, progress=progress, keys=partials)
+    np.maximum.at(latest, tp_codes, event_ms)
+    last = np.full(len(tp_names), -1, dtype=np.int64)
+    np.maximum.at(last, tp_codes, offsets)
+    names = [str(name) for name in tp_names]
+    return BatchPartials(
+        events=n,
+        progress=dict(zip(names, latest.tolist(), strict=True)),
+        keys=partials,
+        last_offsets=dict(zip(names, last.tolist(), strict=True)),
+    )
 
 
 def _group_bounds(*sorted_keys: np.ndarray) -> np.ndarray:
@@ -416,23 +423,22 @@ def _add_windows(
     rank = np.arange(len(row_key)) - starts[group_of_row]
     k = TOP_EVENTS_PER_SIDE
     is_top = (rank < k) | (rank >= counts[group_of_row] - k)
-    top_events: list[list[int]] = [[] for _ in starts]
-    for group, event in zip(group_of_row[is_top].tolist(), row_event[is_top].tolist(), strict=True):
-        top_events[group].append(event)
+    top_per_group = np.minimum(counts, 2 * k)
+    top_events = np.split(row_event[is_top], np.cumsum(top_per_group)[:-1])
 
     groups = zip(
         row_key[starts].tolist(), row_size[starts].tolist(), row_start[starts].tolist(), counts.tolist(),
         totals.tolist(), totals_sq.tolist(), bullish.tolist(), bearish.tolist(), neutral.tolist(), top_events,
         strict=True,
     )  # fmt: skip
+    ids = events.ids
     for key, size, start, n, total, total_sq, bull, bear, neut, top in groups:
         partial = partials[key]
-        partial.windows.append(
-            WindowPartial(size, start, n, total, total_sq, bull, bear, neut, tuple(events.ids[e] for e in top))
-        )
-        for event in top:
-            if events.ids[event] not in partial.contributors:
-                partial.contributors[events.ids[event]] = events.contributor(event)
+        top_ids = tuple(ids[e] for e in top.tolist())
+        partial.windows.append(WindowPartial(size, start, n, total, total_sq, bull, bear, neut, top_ids))
+        for event_id, event in zip(top_ids, top.tolist(), strict=True):
+            if event_id not in partial.contributors:
+                partial.contributors[event_id] = events.contributor(event)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -470,6 +476,9 @@ class WindowAgg:
     @property
     def mean(self) -> float:
         return self.total / self.n if self.n else 0.0
+
+    def copy(self) -> WindowAgg:
+        return WindowAgg(*self.as_list())  # type: ignore[arg-type]
 
     def as_list(self) -> list[object]:
         return [
@@ -518,8 +527,10 @@ class ZScores:
     baseline: int
 
 
-def _population_std(values: Sequence[float], mean: float) -> float:
-    return math.sqrt(max(sum(v * v for v in values) / len(values) - mean * mean, 0.0))
+def _mean_and_std(values: list[float]) -> tuple[float, float]:
+    """Population mean and standard deviation (two passes: the values may sit close together)."""
+    mean = math.fsum(values) / len(values)
+    return mean, math.sqrt(math.fsum([(v - mean) ** 2 for v in values]) / len(values))
 
 
 def z_scores(agg: WindowAgg, baseline: Sequence[WindowAgg], min_baseline: int) -> ZScores:
@@ -534,12 +545,10 @@ def z_scores(agg: WindowAgg, baseline: Sequence[WindowAgg], min_baseline: int) -
     m = len(baseline)
     if m < min_baseline:
         return ZScores(None, None, m)
-    buzz = [float(b.n) for b in baseline]
-    buzz_mean = sum(buzz) / m
-    buzz_std = max(_population_std(buzz, buzz_mean), math.sqrt(max(buzz_mean, 1.0)))
-    means = [b.mean for b in baseline]
-    mean_mean = sum(means) / m
-    mean_std = max(_population_std(means, mean_mean), SENTIMENT_Z_FLOOR)
+    buzz_mean, buzz_std = _mean_and_std([float(b.n) for b in baseline])
+    buzz_std = max(buzz_std, math.sqrt(max(buzz_mean, 1.0)))
+    mean_mean, mean_std = _mean_and_std([b.mean for b in baseline])
+    mean_std = max(mean_std, SENTIMENT_Z_FLOOR)
     buzz_z = (agg.n - buzz_mean) / buzz_std
     sentiment_z = (agg.mean - mean_mean) / mean_std if agg.n else None
     return ZScores(buzz_z, sentiment_z, m)
@@ -555,8 +564,15 @@ class SizeState:
     late_untracked: int = 0  # late events of windows older than ``closed`` keeps (see LateBeyondHistory)
 
     def baseline(self, start_ms: int, size: int) -> list[WindowAgg]:
-        earlier = [w for w in self.closed if w.n > 0 and w.start_ms < start_ms]
-        return earlier[-size:]
+        """The last ``size`` closed windows with events that start before ``start_ms``, oldest first."""
+        earlier: list[WindowAgg] = []
+        for window in reversed(self.closed):
+            if window.start_ms < start_ms and window.n > 0:
+                earlier.append(window)
+                if len(earlier) == size:
+                    break
+        earlier.reverse()
+        return earlier
 
     def closed_window(self, start_ms: int) -> WindowAgg | None:
         for window in reversed(self.closed):
@@ -717,7 +733,7 @@ class KeyState:
                 z = z_scores(window, state.baseline(start, config.baseline_windows), config.min_baseline)
                 window.buzz_z, window.sentiment_z, window.baseline = z.buzz_z, z.sentiment_z, z.baseline
             window.revision += 1
-            updates.append(WindowUpdate(window_s, replace(window), closed))  # a snapshot: the state moves on
+            updates.append(WindowUpdate(window_s, window.copy(), closed))  # a snapshot: the state moves on
         self.dirty.clear()
         for state in self.sizes.values():
             state.trim(config.baseline_windows)
@@ -812,19 +828,21 @@ class Indexer:
     ``states`` maps ``scope:key`` to its ``KeyState`` (the Faust table's rows, decoded).
 
     Watermarks are kept per partition of the partials topic. Each scored batch sends every partition,
-    after its partials, a tick with the latest event time of each raw topic-partition in the batch. A
-    partition's watermark is the smallest of those latest times over the raw topic-partitions still
-    advancing, minus the allowed lateness, and never goes back: a raw partition consumed behind the
-    others (a backlog, a replay) holds it back instead of making the others' events late, and one that
-    has not advanced for ``IDLE_AFTER_MS`` of wall-clock time stops holding it back. Per partition, a
-    tick follows the partials of its batch, so no key sees a watermark its own partials have not
-    reached. A raw partition first seen after the watermark passed its events still brings late events.
+    after its partials, a tick that says for each raw topic-partition of the scoring worker the latest
+    event time consumed so far in this batch (or none) and whether the worker has caught up with it (no
+    unread messages). A partition's watermark is the smallest latest time over the raw partitions with a
+    backlog (or, when none has one, the largest over all), minus the allowed lateness, and never goes
+    back. So a raw partition consumed behind the others (a backlog, a replay, a slow fetch) holds the
+    watermark instead of making the others' events late, and a quiet one does not hold it. Per
+    partition, a tick follows the partials of its batch, so no key sees a watermark its own partials
+    have not reached. Events that arrive later than the allowed lateness behind the watermark of a
+    caught-up stream (a delayed article, a partition added later) are late.
 
     Example:
         >>> indexer = Indexer(IndexConfig(windows_s=(60,), allowed_lateness_ms=0))
         >>> window = WindowPartial(60, 0, n=2, total=1.0, total_sq=0.5, bullish=2, bearish=0, neutral=0)
         >>> outcome = indexer.apply([("market:all", 0, 0, KeyPartial("market", "all", [window]))], now_ms=0,
-        ...                         ticks=[(0, {"news.raw:0": 61_000})])
+        ...                         ticks=[(0, {"news.raw:0": (61_000, True)})])
         >>> [(u.update.window.start_ms, u.update.window.n, u.update.closed) for u in outcome.updates]
         [(0, 2, True)]
     """
@@ -832,8 +850,8 @@ class Indexer:
     def __init__(self, config: IndexConfig) -> None:
         self.config = config
         self.states: dict[str, KeyState] = {}
-        # partition → raw topic-partition → (latest event ms, wall-clock ms when it last advanced)
-        self._progress: dict[int, dict[str, tuple[int, int]]] = {}
+        # partition → raw topic-partition → (latest event ms consumed, caught up)
+        self._progress: dict[int, dict[str, tuple[int | None, bool]]] = {}
         self._floor: dict[int, int] = {}  # partition → watermark so far
         self._top: dict[tuple[str, int, int], dict[str, Contributor]] = {}
 
@@ -846,15 +864,17 @@ class Indexer:
                 self._floor[state.partition] = max(known, state.watermark_ms) if known else state.watermark_ms
         self._top = {ref: top for ref, top in self._top.items() if ref[0] in self.states}
 
-    def watermark_ms(self, partition: int, now_ms: int) -> int | None:
-        progress = self._progress.get(partition)
+    def watermark_ms(self, partition: int) -> int | None:
         floor = self._floor.get(partition)
-        if progress:
-            advancing = [latest for latest, at in progress.values() if now_ms - at < IDLE_AFTER_MS]
-            basis = min(advancing) if advancing else max(latest for latest, _ in progress.values())
-            watermark = basis - self.config.allowed_lateness_ms
-            floor = watermark if floor is None else max(floor, watermark)
-            self._floor[partition] = floor
+        progress = self._progress.get(partition, {})
+        behind = [latest for latest, caught_up in progress.values() if not caught_up]
+        known = [latest for latest, _ in progress.values() if latest is not None]
+        if None in behind or not known:
+            return floor  # a raw partition with a backlog of unknown time: wait
+        basis = min(behind) if behind else max(known)
+        watermark = basis - self.config.allowed_lateness_ms
+        floor = watermark if floor is None else max(floor, watermark)
+        self._floor[partition] = floor
         return floor
 
     def state(self, table_key: str) -> KeyState:
@@ -868,11 +888,11 @@ class Indexer:
         self,
         partials: Sequence[tuple[str, int, int, KeyPartial]],
         now_ms: int,
-        ticks: Iterable[tuple[int, Mapping[str, int]]] = (),
+        ticks: Iterable[tuple[int, Mapping[str, tuple[int | None, bool]]]] = (),
     ) -> BatchOutcome:
-        """Merge a batch of ``(table key, partition, offset, partial)`` and ``(partition, progress)`` ticks;
-        then close every window its partition's watermark passed (also with no partials: a timer's call)."""
-        before = {p: self.watermark_ms(p, now_ms) for p in {p for _, p, _, _ in partials}}
+        """Merge a batch of ``(table key, partition, offset, partial)`` and ticks ``(partition, {raw tp:
+        (latest event ms or None, caught up)})``; then close every window its partition's watermark passed."""
+        before = {p: self.watermark_ms(p) for p in {p for _, p, _, _ in partials}}
         changed: set[str] = set()
         beyond: list[LateBeyondHistory] = []
         skipped = closed = 0
@@ -894,11 +914,12 @@ class Indexer:
                 skipped += 1
         for partition, progress in ticks:
             known = self._progress.setdefault(partition, {})
-            for raw_tp, latest in progress.items():
-                previous = known.get(raw_tp)
-                if previous is None or latest > previous[0]:
-                    known[raw_tp] = (latest, now_ms)
-        after = {p: self.watermark_ms(p, now_ms) for p in set(self._progress) | set(self._floor)}
+            for raw_tp, (latest, caught_up) in progress.items():
+                previous = known.get(raw_tp, (None, False))[0]
+                if previous is not None and (latest is None or latest < previous):
+                    latest = previous
+                known[raw_tp] = (latest, caught_up)
+        after = {p: self.watermark_ms(p) for p in set(self._progress) | set(self._floor)}
         for table_key, state in self.states.items():
             watermark = after.get(state.partition)
             next_close = state.next_close_ms()

@@ -36,6 +36,7 @@ def _summary_table(summary) -> Table:  # noqa: ANN001 - RunSummary, imported laz
     table.add_row("DLQ (rejected messages)", f"{summary.dlq:,}")
     table.add_row("labels", ", ".join(f"{k} {v:,}" for k, v in sorted(summary.labels.items())))
     table.add_row("most mentioned", ", ".join(f"{t} {n} ({s:+.2f})" for t, n, s in summary.top_tickers))
+    table.add_row("alerts fired", "\n".join(summary.alerts) or "none")
     table.add_row("model", summary.model_version)
     table.add_row("micro-batches", f"{summary.batches:,}")
     return table

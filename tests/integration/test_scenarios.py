@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import pytest
 
-from finpulse.demo import feed_messages, run_feed
+from finpulse.demo import feed_messages, run_feed, wait_for_index_to_settle
 from finpulse.feed import shocked_ticker
 from finpulse.harness import EmbeddedPipeline
 from finpulse.settings import Settings
@@ -28,8 +28,7 @@ def run_scenario(settings: Settings, scenario: str, seed: int) -> tuple[list[dic
         assert run_feed(pipeline, messages, rate=None, timeout_s=400) == EVENTS
         worker = pipeline.worker
         assert worker is not None
-        # Index updates trail the stored events by one agent hop: wait until the last windows are in.
-        pipeline.wait_for_rows("opinion_index", 1, timeout_s=60)
+        wait_for_index_to_settle(pipeline)
         alerts = worker.query("SELECT rule, state, scope, key, window_s, window_start FROM v_alerts ORDER BY fired_at")
         indexes = worker.query("SELECT scope, count() AS n FROM opinion_index_final GROUP BY scope")
         tables = worker.query(

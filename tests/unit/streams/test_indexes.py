@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 
 from finpulse.streams.indexes import (
-    IDLE_AFTER_MS,
     TOP_EVENTS_PER_SIDE,
     TOP_TEXT_CHARS,
+    BatchPartials,
     IndexConfig,
     Indexer,
-    BatchPartials,
     KeyPartial,
     KeyState,
     WindowAgg,
@@ -104,17 +103,19 @@ class Feeder:
             self.records[ref] = u.update
         return outcome
 
-    def batch(self, events: list[Ev], replayed: list[bool] | None = None, now_ms: int = 1):
+    def batch(self, events: list[Ev], replayed: list[bool] | None = None, behind: tuple[str, ...] = ()):
+        """A scored batch; its raw partitions caught up unless named in ``behind``."""
         messages = []
         for table_key, partial in partials_of(events, self.config, replayed).items():
             messages.append((table_key, 0, self.offset, partial))
             self.offset += 1
-        progress = batch_of(events, self.config).progress
-        return self._keep(self.indexer.apply(messages, now_ms=now_ms, ticks=[(0, progress)]))
+        latest = batch_of(events, self.config).progress
+        progress = {tp: (latest.get(tp), tp not in behind) for tp in set(latest) | set(behind)}
+        return self._keep(self.indexer.apply(messages, now_ms=1, ticks=[(0, progress)]))
 
-    def tick(self, at_s: float, raw_tp: str = "t.social.raw:0", now_ms: int = 1):
-        progress = {raw_tp: to_ms(T0) + int(at_s * 1000)}
-        return self._keep(self.indexer.apply([], now_ms=now_ms, ticks=[(0, progress)]))
+    def tick(self, at_s: float | None, raw_tp: str = "t.social.raw:0", caught_up: bool = True):
+        latest = None if at_s is None else to_ms(T0) + int(at_s * 1000)
+        return self._keep(self.indexer.apply([], now_ms=1, ticks=[(0, {raw_tp: (latest, caught_up)})]))
 
 
 def updates_by_window(outcome, table_key: str) -> dict[tuple[int, int], object]:
@@ -310,27 +311,35 @@ def test_a_tick_closes_the_windows_of_keys_that_went_quiet() -> None:
     assert closed[(60, 0)].update.closed
 
 
-def test_the_watermark_waits_for_the_slowest_raw_partition_until_it_goes_idle() -> None:
+def test_the_watermark_waits_for_a_raw_partition_with_a_backlog() -> None:
     feeder = Feeder(IndexConfig(windows_s=(60,), allowed_lateness_ms=0))
-    # a backlog: partition 1 of the raw topic is consumed far ahead of partition 0
-    feeder.batch([Ev("a0", 10, 0.1, partition=0), Ev("a1", 600, 0.1, partition=1)], now_ms=0)
-    assert feeder.indexer.watermark_ms(0, now_ms=0) == to_ms(T0) + 10_000
-    caught_up = feeder.batch([Ev("b0", 50, 0.1, partition=0)], now_ms=1_000)  # not late: [0, 60) is still open
+    p0 = "t.social.raw:0"
+    # a backlog: partition 1 is read far ahead of partition 0, which still has unread messages
+    feeder.batch([Ev("a0", 10, 0.1, partition=0), Ev("a1", 600, 0.1, partition=1)], behind=(p0,))
+    assert feeder.indexer.watermark_ms(0) == to_ms(T0) + 10_000
+    caught_up = feeder.batch([Ev("b0", 50, 0.1, partition=0)], behind=(p0,))  # not late: [0, 60) is open
     assert updates_by_window(caught_up, "market:all")[(60, 0)].update.window.n == 2
     assert feeder.indexer.late_totals() == (0, 0)
-    # partition 0 stops; once it has been quiet for IDLE_AFTER_MS, partition 1 alone sets the watermark
-    feeder.tick(600, raw_tp="t.social.raw:1", now_ms=IDLE_AFTER_MS - 1)
-    assert feeder.indexer.watermark_ms(0, now_ms=IDLE_AFTER_MS - 1) == to_ms(T0) + 50_000
-    idle = feeder.tick(600, raw_tp="t.social.raw:1", now_ms=1_000 + IDLE_AFTER_MS)
-    assert feeder.indexer.watermark_ms(0, now_ms=1_000 + IDLE_AFTER_MS) == to_ms(T0) + 600_000
-    assert updates_by_window(idle, "market:all")[(60, 0)].update.closed
+    # partition 0 has been read to its end: the watermark moves to the latest event of any partition
+    done = feeder.tick(None, raw_tp=p0)
+    assert feeder.indexer.watermark_ms(0) == to_ms(T0) + 600_000
+    assert updates_by_window(done, "market:all")[(60, 0)].update.closed
+
+
+def test_a_partition_with_a_backlog_of_unknown_time_holds_the_watermark() -> None:
+    feeder = Feeder(IndexConfig(windows_s=(60,), allowed_lateness_ms=0))
+    feeder.batch([Ev("a", 100, 0.1)])
+    assert feeder.indexer.watermark_ms(0) == to_ms(T0) + 100_000
+    feeder.tick(None, raw_tp="t.news.raw:0", caught_up=False)  # assigned, not read yet
+    feeder.batch([Ev("b", 500, 0.1)])
+    assert feeder.indexer.watermark_ms(0) == to_ms(T0) + 100_000
 
 
 def test_the_watermark_never_goes_back() -> None:
     feeder = Feeder(IndexConfig(windows_s=(60,), allowed_lateness_ms=0))
     feeder.batch([Ev("a", 300, 0.1, partition=0)])
-    feeder.batch([Ev("b", 100, 0.1, partition=1)])  # a partition seen for the first time, behind
-    assert feeder.indexer.watermark_ms(0, now_ms=1) == to_ms(T0) + 300_000
+    feeder.batch([Ev("b", 100, 0.1, partition=1)], behind=("t.social.raw:1",))  # behind, but further back
+    assert feeder.indexer.watermark_ms(0) == to_ms(T0) + 300_000
     assert feeder.indexer.late_totals() == (1, 0)
 
 
@@ -372,7 +381,7 @@ def test_state_survives_a_round_trip_through_the_table() -> None:
     assert after.to_json() == before.to_json()
     restored = Indexer(feeder.config)
     restored.load({key: KeyState.from_json(state.to_json()) for key, state in feeder.indexer.states.items()})
-    assert restored.watermark_ms(0, now_ms=1) == feeder.indexer.watermark_ms(0, now_ms=1) == to_ms(T0) + 130_000
+    assert restored.watermark_ms(0) == feeder.indexer.watermark_ms(0) == to_ms(T0) + 130_000
 
 
 def test_record_ids_name_each_version_of_a_window() -> None:
@@ -401,7 +410,7 @@ def test_closed_windows_match_a_brute_force_recount() -> None:
     late_ids: set[str] = set()
     for start in range(0, len(events), 40):
         batch = events[start : start + 40]
-        watermark = feeder.indexer.watermark_ms(0, now_ms=1)
+        watermark = feeder.indexer.watermark_ms(0)
         for e in batch:  # late for a size when its window had closed before this batch
             for w in config.windows_s:
                 end = window_start_ms(to_ms(T0) + int(e.at_s * 1000), w) + w * 1000
