@@ -335,6 +335,9 @@ class IndexStage:
                 await self.on_updates(updates, self._view(outcome.updates, updates))
         for table_key in outcome.changed:
             self.table[table_key.encode()] = self.indexer.states[table_key].to_json()
+        if outcome.changed:
+            # the batch is acknowledged when this returns: its changelog messages must have landed by then
+            await self._app.producer.flush()
         self._count(len(events), outcome, len(updates), started)
         return updates
 
@@ -356,6 +359,7 @@ class IndexStage:
         self.indexer.load(states)
         self._reload = False
         log.info("index state: %d keys", len(states))
+        log.info("TMPDEBUG index state offsets: %s", sorted((k, s.partials_offset) for k, s in states.items()))
 
     def _view(self, indexed: Sequence[IndexedUpdate], updates: Sequence[OpinionIndex]) -> ScoredBatchView:
         contributors = {

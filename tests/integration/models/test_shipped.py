@@ -4,24 +4,32 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from finpulse.models import DEFAULT_MODEL_DIR, BatchScorer
+from finpulse.models import DEFAULT_MODEL_DIR, SHIPPED_DIR, BatchScorer
 from finpulse.models.artifact import MAX_FILE_BYTES, read_metadata
 from finpulse.models.data import DEFAULT_DATA_ROOT, load_labelled
 from finpulse.models.toolchain import dev_split_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
+SHIPPED = sorted(path.parent for path in SHIPPED_DIR.glob("*/metadata.json"))
 
-def test_default_folder_is_complete_and_every_file_is_small() -> None:
-    metadata = read_metadata(DEFAULT_MODEL_DIR)
-    assert metadata.version == DEFAULT_MODEL_DIR.name
+
+def test_the_default_is_shipped() -> None:
+    assert DEFAULT_MODEL_DIR in SHIPPED
+
+
+@pytest.mark.parametrize("model_dir", SHIPPED, ids=lambda path: path.name)
+def test_shipped_folder_is_complete_and_every_file_is_small(model_dir: Path) -> None:
+    metadata = read_metadata(model_dir)
+    assert metadata.version == model_dir.name
     for name in ("model.int8.onnx", "tokenizer.json", "README.md", "pytorch/config.json"):
-        assert (DEFAULT_MODEL_DIR / name).is_file(), name
-    assert all(p.stat().st_size <= MAX_FILE_BYTES for p in DEFAULT_MODEL_DIR.rglob("*") if p.is_file())
+        assert (model_dir / name).is_file(), name
+    assert all(p.stat().st_size <= MAX_FILE_BYTES for p in model_dir.rglob("*") if p.is_file())
 
 
 def test_scoring_imports_neither_torch_nor_transformers() -> None:
@@ -36,31 +44,33 @@ def test_scoring_imports_neither_torch_nor_transformers() -> None:
     assert done.stdout.strip() in {"bearish", "bullish", "neutral"}
 
 
-def test_int8_graph_agrees_with_pytorch_on_the_dev_split() -> None:
+@pytest.mark.parametrize("model_dir", SHIPPED, ids=lambda path: path.name)
+def test_int8_graph_agrees_with_pytorch_on_the_dev_split(model_dir: Path) -> None:
     from finpulse.models.tokenization import encode, load_tokenizer
     from finpulse.models.training import predict_logits
     from finpulse.models.weights import load_classifier
 
-    dev = dev_split_of(DEFAULT_MODEL_DIR, DEFAULT_DATA_ROOT / "train.csv")
-    metadata = read_metadata(DEFAULT_MODEL_DIR)
-    token_ids = encode(load_tokenizer(DEFAULT_MODEL_DIR, metadata.max_length), dev.texts)
-    reference = predict_logits(load_classifier(DEFAULT_MODEL_DIR), token_ids).argmax(axis=1)
-    onnx = BatchScorer.load(DEFAULT_MODEL_DIR, prefer_gpu=False).logits(dev.texts).argmax(axis=1)
+    dev = dev_split_of(model_dir, DEFAULT_DATA_ROOT / "train.csv")
+    metadata = read_metadata(model_dir)
+    token_ids = encode(load_tokenizer(model_dir, metadata.max_length), dev.texts)
+    reference = predict_logits(load_classifier(model_dir), token_ids).argmax(axis=1)
+    onnx = BatchScorer.load(model_dir, prefer_gpu=False).logits(dev.texts).argmax(axis=1)
     # Issue 4 holds the shipped student to 99 %; dynamic int8 error grows with depth, and the 6-layer
     # teacher (measured 98.6 % with per-channel scales) is held to 98 % while it is the default.
     required = 0.99 if metadata.kind == "student" else 0.98
     assert np.mean(onnx == reference) >= required
 
 
-def test_card_metrics_are_what_eval_measures_now() -> None:
+@pytest.mark.parametrize("model_dir", SHIPPED, ids=lambda path: path.name)
+def test_card_metrics_are_what_eval_measures_now(model_dir: Path) -> None:
     from finpulse.models.evaluation import evaluate
 
-    recorded = read_metadata(DEFAULT_MODEL_DIR).metrics["valid"]
+    recorded = read_metadata(model_dir).metrics["valid"]
     valid = load_labelled(DEFAULT_DATA_ROOT / "valid.csv")
-    scorer = BatchScorer.load(DEFAULT_MODEL_DIR, prefer_gpu=False)
+    scorer = BatchScorer.load(model_dir, prefer_gpu=False)
     measured = evaluate(valid.labels, scorer.score(valid.texts).probabilities())
     assert measured.n == recorded["n"]
     assert measured.accuracy == pytest.approx(recorded["accuracy"], abs=2e-3)
     assert measured.macro_f1 == pytest.approx(recorded["macro_f1"], abs=2e-3)
-    card = (DEFAULT_MODEL_DIR / "README.md").read_text(encoding="utf-8")
+    card = (model_dir / "README.md").read_text(encoding="utf-8")
     assert f"| accuracy | {recorded['accuracy']:.4f} |" in card
