@@ -32,13 +32,9 @@ class Settings(BaseSettings):
         "", description="chdb:///dir or http(s)://user:pass@host:port/db; empty = chdb://DATA_DIR/clickhouse."
     )
     topic_prefix: str = Field("finpulse.", description="Prefix of every topic.")
-    model_dir: Path | None = Field(
-        None, description="Model version the scorer loads; empty = shipped default."
-    )
+    model_dir: Path | None = Field(None, description="Model version the scorer loads; empty = shipped default.")
 
-    batch_size: int = Field(
-        512, ge=1, description="Most events scored and inserted together (one insert per table)."
-    )
+    batch_size: int = Field(512, ge=1, description="Most events scored and inserted together (one insert per table).")
     batch_max_wait_s: float = Field(0.5, gt=0, description="Longest wait to fill a micro-batch.")
     topic_partitions: int = Field(4, ge=1, description="Partitions of the topics finpulse creates.")
     retrain_confidence_threshold: float = Field(
@@ -54,9 +50,7 @@ class Settings(BaseSettings):
         ge=0,
         description="Bytes of a rejected message republished on events.dlq (the SHA-256 covers all).",
     )
-    entity_aliases_csv: Path | None = Field(
-        None, description="Extra company aliases (ticker,alias[,market])."
-    )
+    entity_aliases_csv: Path | None = Field(None, description="Extra company aliases (ticker,alias[,market]).")
 
     worker_id: str = Field("finpulse-worker", description="Faust app id = Kafka consumer group.")
     worker_web_host: str = Field("127.0.0.1", description="Host of the worker's HTTP endpoint (health, SQL).")
@@ -65,7 +59,9 @@ class Settings(BaseSettings):
         3.0, gt=0, description="Consumer group rebalance timeout; short keeps group joins fast."
     )
     broker_session_timeout_s: float = Field(
-        15.0, gt=0, description="A worker silent this long leaves the group: how soon a crashed worker's partitions move."
+        15.0,
+        gt=0,
+        description="A worker silent this long leaves the group: how soon a crashed worker's partitions move.",
     )
     clickhouse_retry_max_s: float = Field(
         600.0,
@@ -81,15 +77,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Previous closed windows of the same key and size that z-scores compare against.",
     )
-    index_min_baseline: int = Field(
-        3, ge=2, description="Closed windows needed before a z-score is reported."
-    )
+    index_min_baseline: int = Field(3, ge=2, description="Closed windows needed before a z-score is reported.")
     index_allowed_lateness_s: float = Field(
         60.0, ge=0, description="Events later than this behind the event-time watermark are reported as late."
     )
-    alert_rules_path: Path | None = Field(
-        None, description="YAML/TOML alert rules; empty = the packaged defaults."
-    )
+    alert_rules_path: Path | None = Field(None, description="YAML/TOML alert rules; empty = the packaged defaults.")
     alert_webhooks: list[str] = Field([], description="Webhook URLs that receive every alert (JSON list).")
     alert_webhook_secret: SecretStr = Field(
         SecretStr(""), description="HMAC-SHA256 key signing webhook deliveries (X-Finpulse-Signature)."

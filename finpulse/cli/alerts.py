@@ -10,28 +10,14 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
+from finpulse.cli.common import bootstrap_servers as resolve_bootstrap_servers
 from finpulse.cli.console import err, out
 from finpulse.schemas import Alert
-from finpulse.settings import Settings, get_settings
+from finpulse.settings import get_settings
 
 alerts_app = typer.Typer(help="Alerts: watch them live, check a webhook.", no_args_is_help=True)
 
 _SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
-
-
-def _bootstrap_servers(settings: Settings) -> str:
-    from finpulse.streams.worker import running_worker
-
-    if settings.broker:
-        return settings.broker
-    running = running_worker(settings)
-    if running is None:
-        err.print(
-            "[red]No broker:[/] set FINPULSE_BROKER, or start `finpulse worker` (its embedded broker is found "
-            "through FINPULSE_DATA_DIR)."
-        )
-        raise typer.Exit(2)
-    return running.bootstrap_servers
 
 
 def alert_line(alert: Alert) -> Text:
@@ -97,7 +83,7 @@ def tail(
     from finpulse.streams.topics import ALERTS
 
     settings = get_settings()
-    bootstrap = _bootstrap_servers(settings)
+    bootstrap = resolve_bootstrap_servers(settings)
     topic = settings.topic(ALERTS)
     err.print(
         f"following {topic} on {bootstrap}" + (" from the beginning" if from_beginning else "") + " (Ctrl-C stops)"

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from finpulse.cli.common import bootstrap_servers
 from finpulse.cli.console import err
 from finpulse.settings import get_settings
 
@@ -44,29 +45,11 @@ def broker(
             err.print("stopping broker")
 
 
-def _bootstrap_servers() -> str:
-    from finpulse.streams.worker import running_worker
-
-    settings = get_settings()
-    if settings.broker:
-        return settings.broker
-    running = running_worker(settings)
-    if running is None:
-        err.print(
-            "[red]No broker:[/] set FINPULSE_BROKER, or start `finpulse worker` (it runs an embedded broker "
-            "and registers it in FINPULSE_DATA_DIR), or `finpulse broker`."
-        )
-        raise typer.Exit(2)
-    return running.bootstrap_servers
-
-
 def replay(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV or JSONL of news/posts.")],
     kind: Annotated[str | None, typer.Option(help="news or social; default: inferred per row.")] = None,
     text_col: Annotated[str, typer.Option(help="Column holding the text (the headline for news).")] = "text",
-    rate: Annotated[
-        float | None, typer.Option(help="Messages per second; default as fast as possible.")
-    ] = None,
+    rate: Annotated[float | None, typer.Option(help="Messages per second; default as fast as possible.")] = None,
 ) -> None:
     """Publish a CSV or JSONL file to the input topics."""
     from rich.progress import Progress
@@ -79,7 +62,7 @@ def replay(
         err.print(f"[red]--kind must be news or social, not {kind!r}[/]")
         raise typer.Exit(2)
     settings = get_settings()
-    bootstrap = _bootstrap_servers()
+    bootstrap = bootstrap_servers(settings)
     try:
         records = iter_records(file, kind=kind, text_col=text_col)
     except ReplayError as error:
@@ -88,9 +71,7 @@ def replay(
     bad_rows: list[ReplayRecord] = []
 
     def outbound(record: ReplayRecord) -> Outbound:
-        if (
-            record.error
-        ):  # published all the same: the worker's validation sends it to the DLQ with the reason
+        if record.error:  # published all the same: the worker's validation sends it to the DLQ with the reason
             bad_rows.append(record)
         return Outbound(record.topic_name, OutboundRecord(key=record.key, value=record.value))
 

@@ -35,7 +35,9 @@ def test_first_migration_creates_every_table_then_nothing_is_pending(fresh: Clie
     assert migrate(fresh) == []
     tables = {name for (name,) in fresh.query("SHOW TABLES").result_rows}
     assert set(TABLES) | {MIGRATIONS_TABLE} <= tables
-    recorded = fresh.query(f"SELECT version, count() FROM {MIGRATIONS_TABLE} GROUP BY version ORDER BY version").result_rows
+    recorded = fresh.query(
+        f"SELECT version, count() FROM {MIGRATIONS_TABLE} GROUP BY version ORDER BY version"
+    ).result_rows
     assert recorded == [(m.version, 1) for m in available_migrations()]
 
 

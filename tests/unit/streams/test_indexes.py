@@ -343,6 +343,17 @@ def test_the_watermark_never_goes_back() -> None:
     assert feeder.indexer.late_totals() == (1, 0)
 
 
+def test_updates_carry_the_top_contributors_collected_over_the_windows_batches() -> None:
+    feeder = Feeder(IndexConfig(windows_s=(60,), allowed_lateness_ms=0))
+    first = feeder.batch([Ev(f"a{i}", i, s) for i, s in enumerate([-0.9, -0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])])
+    (update,) = [u for u in first.updates if u.key == "all"]
+    assert [c.event_id for c in update.contributors] == ["a0", "a1", "a2", "a5", "a6", "a7"]  # most negative first
+    second = feeder.batch([Ev("b0", 20, -0.95), Ev("b1", 30, 0.99), Ev("late-enough", 61, 0.0)])
+    (closed,) = [u for u in second.updates if u.key == "all" and u.update.closed]
+    assert [c.event_id for c in closed.contributors] == ["b0", "a0", "a1", "a6", "a7", "b1"]
+    assert closed.contributors[0].text == "text of b0" and closed.contributors[0].source == "social:x"
+
+
 # --- exactly-once over redelivery ----------------------------------------------------------------------
 
 

@@ -28,7 +28,8 @@ def test_news_and_posts_become_normalized_linked_events(parser: EventParser) -> 
     batch = parser.parse(
         [
             message(NEWS, {"id": "n1", "source": "Reuters", "published_at": "2026-11-25T10:00:00+02:00",
-                           "headline": "Microsoft raises dividend", "body": "Shares of Nvidia\x00 rose", "tickers": ["ORCL"]}),
+                           "headline": "Microsoft raises dividend", "body": "Shares of Nvidia\x00 rose",
+                           "tickers": ["ORCL"]}),
             message(SOCIAL, {"id": "s1", "platform": "X", "created_at": "2026-11-25T08:00:00Z",
                              "text": "$tsla to the moon \U0001F680"}, offset=7, partition=1),
         ]
@@ -67,9 +68,7 @@ def test_text_is_cut_to_the_scoring_bound(parser: EventParser) -> None:
         ({"id": "x", "platform": "x", "created_at": "2026-11-25T08:00:00Z", "text": "y" * 3000}, "too_large"),
     ],
 )
-def test_bad_messages_are_rejected_with_a_reason_and_keep_their_bytes(
-    parser: EventParser, value, reason: str
-) -> None:
+def test_bad_messages_are_rejected_with_a_reason_and_keep_their_bytes(parser: EventParser, value, reason: str) -> None:
     bad = message(SOCIAL, value, offset=42)
     batch = parser.parse([message(SOCIAL, {"id": "ok", "platform": "x", "created_at": "2026-11-25T08:00:00Z",
                                            "text": "fine"}, offset=41), bad])  # fmt: skip
