@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from dataclasses import dataclass, field
 
 import faust
@@ -21,6 +20,7 @@ from finpulse.sinks.migrations import migrate
 from finpulse.sinks.writer import ClickHouseWriter
 from finpulse.streams import topics
 from finpulse.streams.alerts import AlertService
+from finpulse.streams.batches import process_whole
 from finpulse.streams.index_agent import IndexStage, ScoredBatchView, register_index_agents, sync_ticker_markets
 from finpulse.streams.pipeline import ScoringPipeline
 from finpulse.streams.produce import new_producer
@@ -29,9 +29,6 @@ from finpulse.streams.validate import EventParser, RawMessage
 from finpulse.streams.web import register_pages
 
 log = logging.getLogger("finpulse.worker")
-
-# Exit code of a worker that stopped on purpose without committing the batch in hand.
-EXIT_BATCH_FAILED = 70
 
 
 def faust_broker_urls(bootstrap_servers: str) -> list[str]:
@@ -156,14 +153,7 @@ def create_app(settings: Settings, bootstrap_servers: str) -> tuple[faust.App, W
         pipeline = await state.start()
         try:
             async for events in stream.take_events(settings.batch_size, within=settings.batch_max_wait_s):
-                try:
-                    await pipeline.process([_raw_message(event) for event in events])
-                except Exception:
-                    # take_events acks a batch once the loop body returns, even by an exception: leave before
-                    # that happens, so the batch's offsets are never committed and a restart reprocesses it.
-                    log.critical("batch failed; stopping without committing its offsets", exc_info=True)
-                    logging.shutdown()
-                    os._exit(EXIT_BATCH_FAILED)
+                await process_whole(pipeline.process([_raw_message(event) for event in events]), what="scoring")
         finally:
             await state.stop()
 

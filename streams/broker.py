@@ -84,9 +84,7 @@ class EmbeddedBroker:
                 return
             time.sleep(0.05)
         self.stop()
-        raise BrokerStartError(
-            f"tansu did not listen on {self.bootstrap_servers} within {self.start_timeout_s}s"
-        )
+        raise BrokerStartError(f"tansu did not listen on {self.bootstrap_servers} within {self.start_timeout_s}s")
 
     def stop(self) -> None:
         if self._process is None or self._process.poll() is not None:

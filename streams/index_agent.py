@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -57,6 +56,7 @@ from finpulse.schemas import OpinionIndex, Scope
 from finpulse.sinks.clickhouse import get_client
 from finpulse.sinks.writer import ClickHouseWriter
 from finpulse.streams import topics
+from finpulse.streams.batches import process_whole
 from finpulse.streams.indexes import (
     TOP_EVENTS_PER_SIDE,
     BatchOutcome,
@@ -83,7 +83,6 @@ log = logging.getLogger("finpulse.indexes")
 TABLE_NAME = "opinion-index"
 INDEX_TABLE = "opinion_index"
 END_MARKER = b"~"  # value of the changelog end markers (see IndexStage._write_states)
-EXIT_BATCH_FAILED = 70  # as the scoring agent: stop without acknowledging the batch in hand
 INDEX_BATCH_MAX = 10_000
 INDEX_BATCH_WAIT_S = 0.1
 
@@ -250,11 +249,15 @@ class IndexStage:
     def _stored_earlier(self, rows: Columns) -> np.ndarray:
         # Rare (a batch redelivered after a crash): reads the table, where a projection cannot help.
         ids = list(rows["event_id"])
-        found = self._clickhouse().query(
-            "SELECT event_id FROM scored_events "
-            "WHERE event_id IN {ids:Array(String)} AND stored_at < {at:DateTime64(6, 'UTC')}",
-            parameters={"ids": ids, "at": rows["stored_at"][0]},
-        ).result_rows
+        found = (
+            self._clickhouse()
+            .query(
+                "SELECT event_id FROM scored_events "
+                "WHERE event_id IN {ids:Array(String)} AND stored_at < {at:DateTime64(6, 'UTC')}",
+                parameters={"ids": ids, "at": rows["stored_at"][0]},
+            )
+            .result_rows
+        )
         earlier = {row[0] for row in found}
         log.info("scored batch replayed: %d of %d events were stored by an earlier attempt", len(earlier), len(ids))
         return np.fromiter((event_id in earlier for event_id in ids), dtype=bool, count=len(ids))
@@ -281,24 +284,7 @@ class IndexStage:
         )
         wait_s = min(INDEX_BATCH_WAIT_S, self._settings.batch_max_wait_s)
         async for events in stream.take_events(INDEX_BATCH_MAX, within=wait_s):
-            # take_events acknowledges a batch once the loop body is left, whatever the way out: a failed
-            # batch ends the process before that, and a stopping worker finishes the batch in hand first
-            # (cancelled halfway, its offsets would be committed without its table rows).
-            batch = asyncio.ensure_future(self.process(events))
-            try:
-                await asyncio.shield(batch)
-            except asyncio.CancelledError:
-                await self._finish(batch)
-                raise
-            except Exception:
-                _exit_without_commit()
-
-    @staticmethod
-    async def _finish(batch: asyncio.Future[list[OpinionIndex]]) -> None:
-        try:
-            await batch
-        except Exception:
-            _exit_without_commit()
+            await process_whole(self.process(events), what="index")
 
     def close(self) -> None:
         """Close the stage's ClickHouse client (chDB lets a process hold one data directory at a time)."""
@@ -393,12 +379,16 @@ class IndexStage:
     ) -> list[tuple[OpinionIndex, int]]:
         """Records of long-closed windows read back from ClickHouse, with their new late events counted."""
         refs = [(entry.scope, entry.key, entry.window_s, entry.start_ms) for entry in late]
-        found = self._clickhouse().query(
-            f"SELECT {', '.join(INDEX_COLUMNS)}, revision, toUnixTimestamp64Milli(window_start) AS start_ms "
-            f"FROM {INDEX_TABLE} FINAL WHERE (scope, key, window_s, toUnixTimestamp64Milli(window_start)) "
-            "IN {refs:Array(Tuple(String, String, UInt32, Int64))}",
-            parameters={"refs": refs},
-        ).named_results()
+        found = (
+            self._clickhouse()
+            .query(
+                f"SELECT {', '.join(INDEX_COLUMNS)}, revision, toUnixTimestamp64Milli(window_start) AS start_ms "
+                f"FROM {INDEX_TABLE} FINAL WHERE (scope, key, window_s, toUnixTimestamp64Milli(window_start)) "
+                "IN {refs:Array(Tuple(String, String, UInt32, Int64))}",
+                parameters={"refs": refs},
+            )
+            .named_results()
+        )
         stored = {(r["scope"], r["key"], r["window_s"], r["start_ms"]): r for r in found}
         records = []
         for ref, entry in zip(refs, late, strict=True):
@@ -462,12 +452,6 @@ def _keys_per_partition(prefix: str, partitions: list[int]) -> dict[int, bytes]:
         keys.setdefault(partitioner(key, partitions, partitions), key)
         candidate += 1
     return keys
-
-
-def _exit_without_commit() -> None:
-    log.critical("index batch failed; stopping without committing its offsets", exc_info=True)
-    logging.shutdown()
-    os._exit(EXIT_BATCH_FAILED)
 
 
 INDEX_COLUMNS = tuple(OpinionIndex.model_fields)

@@ -407,7 +407,11 @@ def _add_windows(
     row_score = events.scores[row_event]
     order = np.lexsort((row_score, row_start, row_size, row_key))
     row_event, row_key, row_size, row_start, row_score = (
-        row_event[order], row_key[order], row_size[order], row_start[order], row_score[order]
+        row_event[order],
+        row_key[order],
+        row_size[order],
+        row_start[order],
+        row_score[order],
     )
     row_label = events.labels[row_event]
     starts = _group_bounds(row_key, row_size, row_start)
@@ -975,8 +979,10 @@ def _merge_late(late: list[LateBeyondHistory]) -> list[LateBeyondHistory]:
     for entry in late:
         ref = (entry.scope, entry.key, entry.window_s, entry.start_ms)
         known = merged.get(ref)
-        merged[ref] = entry if known is None else replace(
-            known, events=known.events + entry.events, offset=max(known.offset, entry.offset)
+        merged[ref] = (
+            entry
+            if known is None
+            else replace(known, events=known.events + entry.events, offset=max(known.offset, entry.offset))
         )
     return list(merged.values())
 

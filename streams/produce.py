@@ -33,9 +33,7 @@ def new_producer(bootstrap_servers: str) -> AIOKafkaProducer:
     )
 
 
-def _assign_partitions(
-    records: Sequence[OutboundRecord], partitions: list[int]
-) -> dict[int, list[OutboundRecord]]:
+def _assign_partitions(records: Sequence[OutboundRecord], partitions: list[int]) -> dict[int, list[OutboundRecord]]:
     partitioner = DefaultPartitioner()
     by_partition: dict[int, list[OutboundRecord]] = defaultdict(list)
     for index, record in enumerate(records):

@@ -37,9 +37,7 @@ class ScoredBatch:
 
 def score_events(scorer: BatchScorer, events: Sequence[TextEvent]) -> ScoredBatch:
     scores = scorer.score([event.text for event in events])
-    return ScoredBatch(
-        events=events, scores=scores, model_version=scorer.version, scored_at=datetime.now(UTC)
-    )
+    return ScoredBatch(events=events, scores=scores, model_version=scorer.version, scored_at=datetime.now(UTC))
 
 
 def scored_event_columns(batch: ScoredBatch, stored_at: datetime) -> Columns:
@@ -125,17 +123,13 @@ def scored_messages(columns: Columns) -> list[OutboundRecord]:
             key=(ticker or event_id).encode(),
             value=json.dumps(record, ensure_ascii=False).encode(),
         )
-        for record, ticker, event_id in zip(
-            records, columns["primary_ticker"], columns["event_id"], strict=True
-        )
+        for record, ticker, event_id in zip(records, columns["primary_ticker"], columns["event_id"], strict=True)
     ]
 
 
 def retrain_messages(columns: Columns) -> list[OutboundRecord]:
     return [
-        OutboundRecord(
-            key=str(record["event_id"]).encode(), value=json.dumps(record, ensure_ascii=False).encode()
-        )
+        OutboundRecord(key=str(record["event_id"]).encode(), value=json.dumps(record, ensure_ascii=False).encode())
         for record in column_records(columns)
     ]
 

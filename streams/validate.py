@@ -115,9 +115,7 @@ class EventParser:
         return inbound, text
 
 
-def _to_event(
-    message: RawMessage, inbound: NewsArticle | SocialPost, text: str, linked: list[str]
-) -> TextEvent:
+def _to_event(message: RawMessage, inbound: NewsArticle | SocialPost, text: str, linked: list[str]) -> TextEvent:
     explicit = inbound.tickers or []
     tickers = explicit + [t for t in linked if t not in explicit]
     if isinstance(inbound, NewsArticle):

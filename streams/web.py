@@ -26,9 +26,7 @@ def register_pages(app: faust.App, state: WorkerState) -> None:
     class Health(View):
         async def get(self, request: Request) -> Response:
             ready = state.ready.is_set()
-            assigned = (
-                sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment()) if ready else []
-            )
+            assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment()) if ready else []
             body = {
                 "ready": ready and bool(assigned),
                 "pid": os.getpid(),
@@ -54,9 +52,7 @@ def register_pages(app: faust.App, state: WorkerState) -> None:
             if output not in ("json", "csv"):
                 return self.json({"error": f"unknown format {output!r}: use json or csv"}, status=400)
             try:
-                result = await asyncio.to_thread(
-                    run_query, state.query_client, query, timeout_s=SQL_TIMEOUT_S
-                )
+                result = await asyncio.to_thread(run_query, state.query_client, query, timeout_s=SQL_TIMEOUT_S)
             except ReadOnlyQueryError as err:
                 return self.json({"error": str(err)}, status=400)
             except Exception as err:  # a ClickHouse error is the caller's to read, not the worker's to die of

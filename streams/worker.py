@@ -93,9 +93,7 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
         app, _ = create_app(settings, bootstrap)
         _register(settings, bootstrap)
         stack.callback(_unregister, settings)
-        worker = faust.Worker(
-            app, loglevel=loglevel, quiet=True, redirect_stdouts=False, loop=asyncio.new_event_loop()
-        )
+        worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False, loop=asyncio.new_event_loop())
         try:
             worker.execute_from_commandline()
         except SystemExit as exit_:
