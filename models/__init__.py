@@ -11,6 +11,6 @@ from finpulse.models.scorer import BatchScorer, Scores
 
 SHIPPED_DIR = Path(__file__).resolve().parent
 # The version the pipeline scores with unless FINPULSE_MODEL_DIR says otherwise.
-DEFAULT_MODEL_DIR: Path = SHIPPED_DIR / "minilm-l6-finsent-v1"
+DEFAULT_MODEL_DIR: Path = SHIPPED_DIR / "minilm-l1-finsent-student-v1"
 
 __all__ = ["DEFAULT_MODEL_DIR", "LABELS", "SHIPPED_DIR", "BatchScorer", "Scores"]

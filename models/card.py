@@ -113,7 +113,8 @@ def _size(model_dir: Path, m: ModelMetadata) -> str:
     lines = [
         "## Size",
         "",
-        f"{arch.get('layers', '?')} transformer layers, hidden size {arch.get('hidden_size', '?')}, "
+        f"{arch.get('layers', '?')} transformer layer{'' if arch.get('layers') == 1 else 's'}, "
+        f"hidden size {arch.get('hidden_size', '?')}, "
         f"{arch.get('parameters', 0) / 1e6:.1f} M parameters.",
         "",
         "| file | MiB |",

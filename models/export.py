@@ -57,10 +57,15 @@ def quantize_int8(fp32_path: Path, int8_path: Path) -> Path:
 
     Per-channel weight scales: with one scale per tensor the teacher lost ~1.5 points of dev macro-F1 and
     agreed with PyTorch on 97.3 % of dev labels; per channel it loses ~0.5 and agrees on 98.6 %, same size.
+    7-bit weights (``reduce_range``): x86 CPUs without VNNI multiply u8 × s8 pairs into saturating int16
+    sums, which full-range weights overflow; the 1-layer student agreed with PyTorch on 98.95 % of dev
+    labels with 8-bit weights and on 99.69 % with 7-bit ones, at the same speed.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8, per_channel=True)
+    quantize_dynamic(
+        str(fp32_path), str(int8_path), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True
+    )
     return Path(int8_path)
 
 

@@ -8,6 +8,8 @@ import pytest
 
 from finpulse.demo import feed_messages, run_feed, run_filter
 from finpulse.harness import EmbeddedPipeline, Outbound
+from finpulse.models import DEFAULT_MODEL_DIR
+from finpulse.models.artifact import read_metadata
 from finpulse.schemas import ScoredEvent
 from finpulse.settings import Settings
 from finpulse.streams import topics
@@ -47,6 +49,10 @@ def test_every_event_is_scored_stored_and_published_once(pipeline_settings: Sett
         row = worker.query("SELECT * FROM scored_events LIMIT 1")[0]
         assert all(row[column] not in (None, "") for column in SCORED_COLUMNS)
         assert int(worker.scalar("SELECT count() AS n FROM dlq_events")) == 0
+        # scored by the shipped default, the distilled int8 student, which names itself in every row
+        versions = worker.query("SELECT DISTINCT model_version FROM scored_events")
+        assert [v["model_version"] for v in versions] == [read_metadata(DEFAULT_MODEL_DIR).version]
+        assert read_metadata(DEFAULT_MODEL_DIR).kind == "student"
 
     published = read_topic(pipeline.bootstrap_servers, pipeline_settings.topic(topics.EVENTS_SCORED), 600)
     events = [ScoredEvent.model_validate_json(record.value) for record in published]

@@ -19,8 +19,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 SHIPPED = sorted(path.parent for path in SHIPPED_DIR.glob("*/metadata.json"))
 
 
-def test_the_default_is_shipped() -> None:
+def test_the_default_is_a_shipped_student() -> None:
     assert DEFAULT_MODEL_DIR in SHIPPED
+    metadata = read_metadata(DEFAULT_MODEL_DIR)
+    assert metadata.kind == "student" and metadata.architecture["layers"] <= 3
 
 
 @pytest.mark.parametrize("model_dir", SHIPPED, ids=lambda path: path.name)
@@ -56,7 +58,7 @@ def test_int8_graph_agrees_with_pytorch_on_the_dev_split(model_dir: Path) -> Non
     reference = predict_logits(load_classifier(model_dir), token_ids).argmax(axis=1)
     onnx = BatchScorer.load(model_dir, prefer_gpu=False).logits(dev.texts).argmax(axis=1)
     # Issue 4 holds the shipped student to 99 %; dynamic int8 error grows with depth, and the 6-layer
-    # teacher (measured 98.6 % with per-channel scales) is held to 98 % while it is the default.
+    # teacher (measured 98.6 % with per-channel scales) only serves as the bench's reference, held to 98 %.
     required = 0.99 if metadata.kind == "student" else 0.98
     assert np.mean(onnx == reference) >= required
 
