@@ -14,7 +14,7 @@ from finpulse.schemas import ScoredEvent
 from finpulse.settings import Settings
 from finpulse.streams import topics
 from finpulse.streams.produce import OutboundRecord
-from tests.integration.helpers import read_topic
+from tests.integration.helpers import committed_offsets, raw_positions, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -124,8 +124,7 @@ def test_malformed_input_goes_to_the_dlq_and_valid_events_around_it_are_scored(
         ["invalid_json", "invalid_utf8", "invalid_event", "invalid_event", "empty_text", "too_large"]
     )
     assert all(
-        r["source_topic"] == pipeline_settings.topic(topics.SOCIAL_RAW) and len(r["payload_sha256"]) == 64
-        for r in dlq
+        r["source_topic"] == pipeline_settings.topic(topics.SOCIAL_RAW) and len(r["payload_sha256"]) == 64 for r in dlq
     )
     assert any("text" in r["error"] for r in dlq if r["reason"] == "invalid_event")
 
@@ -155,8 +154,26 @@ def test_a_killed_worker_restarts_without_losing_or_duplicating_rows(pipeline_se
         assert 0 < stored_before < total
         worker.kill()
         pipeline.worker = pipeline.start_worker()
-        assert (
-            pipeline.wait_for_rows("scored_events", total, timeout_s=240, where=run_filter("crash")) == total
-        )
+        stored = pipeline.wait_for_rows("scored_events", total, timeout_s=240, where=run_filter("crash"))
+        if stored < total:
+            _explain_lost_events(pipeline, pipeline_settings, messages, stored)
         counts = pipeline.worker.query("SELECT count() AS n, uniqExact(event_id) AS u FROM scored_events")[0]
         assert (int(counts["n"]), int(counts["u"])) == (total, total)
+
+
+def _explain_lost_events(pipeline: EmbeddedPipeline, settings: Settings, messages: list, stored: int) -> None:
+    """Fail with where the lost events sat in the raw topics and what the group committed there."""
+    assert pipeline.worker is not None
+    found = {
+        r["event_id"] for r in pipeline.worker.query(f"SELECT event_id FROM scored_events WHERE {run_filter('crash')}")
+    }
+    lost = {m.record.key.decode() for m in messages} - found
+    raw_topics = [settings.topic(topics.NEWS_RAW), settings.topic(topics.SOCIAL_RAW)]
+    positions = raw_positions(pipeline.bootstrap_servers, raw_topics, lost, len(messages))
+    try:
+        committed: object = committed_offsets(pipeline.bootstrap_servers, settings.worker_id, raw_topics)
+    except Exception as error:  # noqa: BLE001 - a diagnostic must not hide the failure it explains
+        committed = f"unavailable ({error!r})"
+    pytest.fail(
+        f"{len(messages) - stored} events lost; raw (topic, partition, offset): {positions}; committed: {committed}"
+    )
