@@ -98,7 +98,7 @@ def bench_pipeline(settings: Settings, *, events: int, seed: int = 11, warmup: i
         with EmbeddedPipeline(run_settings) as pipeline:
             warm = feed_messages("steady", warmup, seed + 1, f"{run_id}-warmup")
             run_feed(pipeline, warm, rate=None, timeout_s=300, where=run_filter(f"{run_id}-warmup"))
-            where = run_filter(run_id) + f" AND NOT startsWith(event_id, '{run_id}-warmup')"
+            where = run_filter(run_id) + f" AND NOT startsWith(source_id, '{run_id}-warmup')"
             stored = run_feed(pipeline, messages, rate=None, timeout_s=1800, where=where)
             if stored < events:
                 raise TimeoutError(f"only {stored} of {events} events stored")

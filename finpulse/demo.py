@@ -119,7 +119,8 @@ def wait_for_index_to_settle(pipeline: EmbeddedPipeline, timeout_s: float = 20.0
 
 
 def run_filter(run_id: str) -> str:
-    return f"startsWith(event_id, '{run_id}-')"
+    """SQL condition for the events of one run: its ids (``source_id``) start with the run id."""
+    return f"startsWith(source_id, '{run_id}-')"
 
 
 def summarize(pipeline: EmbeddedPipeline, scenario: str, run_id: str, sent: int) -> RunSummary:

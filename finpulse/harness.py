@@ -23,6 +23,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
 
+from finpulse.query import worker_headers
 from finpulse.settings import Settings
 from finpulse.streams.broker import EmbeddedBroker, free_port
 from finpulse.streams.produce import OutboundRecord, new_producer, publish_batch
@@ -121,7 +122,13 @@ class WorkerProcess:
     def query(self, sql: str) -> list[dict]:
         """Rows of a read-only query, through the worker that holds ClickHouse."""
         self._raise_if_exited()
-        response = httpx.post(f"{self.url}/sql", params={"format": "json"}, content=sql, timeout=60.0)
+        response = httpx.post(
+            f"{self.url}/sql",
+            params={"format": "json"},
+            content=sql,
+            headers=worker_headers(self.settings),
+            timeout=60.0,
+        )
         body = response.json()
         if response.status_code != 200:
             raise RuntimeError(f"query failed: {body.get('error')}")
@@ -214,7 +221,7 @@ class EmbeddedPipeline:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         if self.settings.embedded_broker:
             self.broker = self._stack.enter_context(
-                EmbeddedBroker(log_file=self.settings.data_dir / "broker.log")
+                EmbeddedBroker(log_file=self.settings.data_dir / "broker.log", storage=self.settings.broker_storage)
             )
         asyncio.run(ensure_topics(self.settings, self.bootstrap_servers))
         self.worker = self.start_worker()

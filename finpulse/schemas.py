@@ -56,7 +56,8 @@ class TextEvent(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    event_id: str
+    event_id: str = Field(description="<kind>:<source>:<id>, see finpulse.identity.")
+    source_id: str = Field(description="The message's own id, unique within its kind and source only.")
     kind: Kind
     source: str
     text: str
@@ -72,6 +73,7 @@ class ScoredEvent(BaseModel):
     """One message of ``events.scored`` and one row of ``scored_events``."""
 
     event_id: str
+    source_id: str
     kind: Kind
     source: str
     tickers: list[str]
@@ -92,6 +94,7 @@ class RetrainSample(BaseModel):
     """One message of ``retrain.samples``: a scored event the model was unsure about."""
 
     event_id: str
+    source_id: str
     text: str
     p_bearish: float
     p_neutral: float

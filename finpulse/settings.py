@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# RFC 6750's b64token: what an Authorization: Bearer header can carry as is.
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
 def default_model_dir() -> Path:
@@ -28,6 +32,11 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("./var"), description="Embedded state: chDB under clickhouse/, logs, runs.")
     broker: str = Field("", description="Kafka bootstrap servers; empty = start the embedded Tansu broker.")
+    broker_storage: str = Field(
+        "memory://tansu/",
+        description="Storage of the embedded broker: memory://tansu/ (empty after a restart) or s3://bucket/ "
+        "(persistent; endpoint and credentials from AWS_ENDPOINT, AWS_ACCESS_KEY_ID, ... as Tansu reads them).",
+    )
     clickhouse_dsn: str = Field(
         "", description="chdb:///dir or http(s)://user:pass@host:port/db; empty = chdb://DATA_DIR/clickhouse."
     )
@@ -55,6 +64,17 @@ class Settings(BaseSettings):
     worker_id: str = Field("finpulse-worker", description="Faust app id = Kafka consumer group.")
     worker_web_host: str = Field("127.0.0.1", description="Host of the worker's HTTP endpoint (health, SQL).")
     worker_web_port: int = Field(6066, ge=0, le=65535, description="Port of the worker's HTTP endpoint.")
+    sql_token: SecretStr = Field(
+        SecretStr(""),
+        description="Bearer token the worker's HTTP endpoint asks for on all but /health (read-only SQL); "
+        "empty = none, allowed only on a loopback FINPULSE_WORKER_WEB_HOST.",
+    )
+    sql_max_rows: int = Field(
+        100_000, ge=1, description="Most rows an answer of finpulse sql or /sql may have; a larger one is refused."
+    )
+    sql_max_bytes: int = Field(
+        64 << 20, ge=1024, description="Most bytes (uncompressed) an answer of finpulse sql or /sql may have."
+    )
     broker_rebalance_timeout_s: float = Field(
         3.0, gt=0, description="Consumer group rebalance timeout; short keeps group joins fast."
     )
@@ -89,6 +109,17 @@ class Settings(BaseSettings):
     alert_webhook_max_attempts: int = Field(
         5, ge=1, description="Delivery attempts per webhook (exponential backoff) before alerts.undelivered."
     )
+
+    @field_validator("sql_token")
+    @classmethod
+    def _token_fits_a_bearer_header(cls, value: SecretStr) -> SecretStr:
+        token = value.get_secret_value()
+        if token and (len(token) < 16 or not _BEARER_TOKEN.fullmatch(token)):
+            raise ValueError(
+                "the SQL token must be at least 16 characters of A-Z a-z 0-9 - . _ ~ + / (then =), "
+                "e.g. the output of: openssl rand -hex 32"
+            )
+        return value
 
     @field_validator("topic_prefix")
     @classmethod

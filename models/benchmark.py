@@ -6,6 +6,7 @@ the ratios between entries measure the models and runtimes alone.
 
 from __future__ import annotations
 
+import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -19,6 +20,7 @@ from finpulse.models.scorer import BatchScorer
 from finpulse.models.tokenization import encode, length_buckets, load_tokenizer
 
 BENCH_BATCH = 64
+CPUINFO = Path("/proc/cpuinfo")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class ModelBench:
     texts: int
     batch_size: int
     threads: int
+    cpu: str
     teacher_fp32: RunTiming
     student_fp32: RunTiming
     student_int8: RunTiming
@@ -49,6 +52,32 @@ class ModelBench:
         if self.student_fp16_gpu is None:
             del result["student_fp16_gpu"], result["speedup_student_fp16_gpu_vs_teacher_fp32"]
         return result
+
+
+def cpu_description(cpuinfo: Path = CPUINFO) -> str:
+    """The CPU's model name and its int8 instructions, e.g. ``AMD EPYC 7763 64-Core Processor (AVX2, no VNNI)``.
+
+    ONNX Runtime picks its int8 matrix kernels by instruction set (AVX2, AVX-512 VNNI, AMX), so figures
+    measured on an int8 graph say which kind of CPU computed them.
+    """
+    try:
+        first_cpu = cpuinfo.read_text(encoding="utf-8").split("\n\n")[0]
+    except OSError:
+        return platform.processor() or platform.machine() or "unknown CPU"
+    fields = dict(line.split(":", 1) for line in first_cpu.splitlines() if ":" in line)
+    fields = {name.strip(): value.strip() for name, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    if "avx512_vnni" in flags:
+        int8 = "AVX-512 VNNI"
+    elif "avx_vnni" in flags:
+        int8 = "AVX-VNNI"
+    elif "avx2" in flags:
+        int8 = "AVX2, no VNNI"
+    else:
+        int8 = "no AVX2"
+    if "amx_int8" in flags:
+        int8 += ", AMX-INT8"
+    return f"{fields.get('model name', platform.machine() or 'unknown CPU')} ({int8})"
 
 
 def same_batches(model_dir: Path, texts: Sequence[str], batch_size: int = BENCH_BATCH) -> list[list[str]]:
@@ -120,6 +149,7 @@ def bench_models(
         texts=len(texts),
         batch_size=batch_size,
         threads=threads,
+        cpu=cpu_description(),
         teacher_fp32=teacher,
         student_fp32=student_fp32,
         student_int8=student_int8,

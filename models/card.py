@@ -13,6 +13,7 @@ def render_card(model_dir: Path) -> str:
     metadata = read_metadata(model_dir)
     sections = [
         _header(metadata),
+        _quantization(metadata),
         _data(metadata),
         _evaluation(metadata),
         _size(model_dir, metadata),
@@ -45,6 +46,19 @@ def _header(m: ModelMetadata) -> str:
     )
 
 
+def _quantization(m: ModelMetadata) -> str:
+    int8: dict[str, Any] | None = m.training.get("int8")
+    if not int8:
+        return ""
+    scales = "per-channel" if int8.get("per_channel") else "per-tensor"
+    if not int8.get("reduce_range"):
+        return f"CPU artifact: dynamic int8 quantization, {scales} 8-bit weights."
+    return (
+        f"CPU artifact: dynamic int8 quantization, {scales} 7-bit weights (`reduce_range`), so CPUs with "
+        "and without VNNI compute the same integer products (AVX2 kernels saturate int16 sums of 8-bit weights)."
+    )
+
+
 def _data(m: ModelMetadata) -> str:
     data = m.training.get("data", {})
     lines = [
@@ -69,7 +83,7 @@ def _evaluation(m: ModelMetadata) -> str:
     if valid:
         lines += [
             "",
-            f"On `valid.csv` ({valid['n']} texts), CPU int8 artifact, calibrated:",
+            f"On `valid.csv` ({valid['n']} texts), CPU int8 artifact, calibrated, measured on {_cpu(valid)}:",
             "",
             "| metric | value |",
             "| --- | --- |",
@@ -89,9 +103,11 @@ def _evaluation(m: ModelMetadata) -> str:
             lines.append(f"| {true} | " + " | ".join(str(valid["confusion"][true][p]) for p in LABELS) + " |")
     dev = m.metrics.get("dev")
     if dev:
+        measured_on = f", measured on {_cpu(dev)}" if not valid or _cpu(dev) != _cpu(valid) else ""
         lines += [
             "",
-            f"Dev split ({dev['n']} texts): accuracy {dev['accuracy']:.4f}, macro-F1 {dev['macro_f1']:.4f}, "
+            f"Dev split ({dev['n']} texts{measured_on}): accuracy {dev['accuracy']:.4f}, "
+            f"macro-F1 {dev['macro_f1']:.4f}, "
             f"ECE {dev['ece_uncalibrated']:.4f} before and {dev['ece']:.4f} after temperature scaling.",
         ]
     if m.metrics.get("teacher_valid"):
@@ -105,6 +121,10 @@ def _evaluation(m: ModelMetadata) -> str:
             else "",
         ]
     return "\n".join(lines) if len(lines) > 1 else ""
+
+
+def _cpu(measured: dict[str, Any]) -> str:
+    return measured.get("cpu") or "an unrecorded CPU"
 
 
 def _size(model_dir: Path, m: ModelMetadata) -> str:
@@ -131,7 +151,8 @@ def _speed(m: ModelMetadata) -> str:
     lines = [
         "## Speed",
         "",
-        f"`finpulse model bench` on {bench.get('hardware', 'the development machine')}: "
+        f"`finpulse model bench` on {_cpu(bench)}"
+        f"{', ' + bench['hardware'] if bench.get('hardware') else ''}: "
         f"{bench['texts']} texts of `valid.csv`, length-bucketed batches of {bench['batch_size']}, "
         f"{bench['threads']} threads, one run.",
         "",
@@ -157,7 +178,7 @@ def _frontier(m: ModelMetadata) -> str:
         "## Layers × accuracy × speed",
         "",
         "Accuracy and macro-F1 on `valid.csv` (int8, calibrated); int8 seq/s and the ratio to the fp32 teacher",
-        "from `finpulse model bench` on this machine (ratios within one run).",
+        "from `finpulse model bench` on the CPU named under Speed (ratios within one run).",
         "",
         "| model | layers | accuracy | macro-F1 | int8 seq/s | × teacher fp32 |",
         "| --- | --- | --- | --- | --- | --- |",

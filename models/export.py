@@ -17,6 +17,9 @@ logger = logging.getLogger("finpulse.models")
 
 OPSET = 17
 INPUT_NAMES = ("input_ids", "attention_mask")
+INT8_WEIGHTS = {"per_channel": True, "reduce_range": True}
+INT8_QUANTIZATION = {"method": "onnxruntime quantize_dynamic", "weight_type": "QInt8", **INT8_WEIGHTS}
+"""How ``model.int8.onnx`` was quantized, as recorded in a folder's metadata."""
 
 
 def export_onnx(model: PreTrainedModel, path: Path, *, opset: int = OPSET) -> Path:
@@ -57,15 +60,19 @@ def quantize_int8(fp32_path: Path, int8_path: Path) -> Path:
 
     Per-channel weight scales: with one scale per tensor the teacher lost ~1.5 points of dev macro-F1 and
     agreed with PyTorch on 97.3 % of dev labels; per channel it loses ~0.5 and agrees on 98.6 %, same size.
-    7-bit weights (``reduce_range``): x86 CPUs without VNNI multiply u8 × s8 pairs into saturating int16
-    sums, which full-range weights overflow; the 1-layer student agreed with PyTorch on 98.95 % of dev
-    labels with 8-bit weights and on 99.69 % with 7-bit ones, at the same speed.
+
+    7-bit weights (``reduce_range``), so that every x86 CPU computes the same integers: without VNNI (AVX2)
+    ONNX Runtime multiplies u8 activations by s8 weights with ``vpmaddubsw``, which adds each pair into a
+    saturating int16; with 8-bit weights a pair reaches 2 x 255 x 127 = 64,770 and is clipped at 32,767,
+    while VNNI and AMX accumulate in int32 and never clip. With |w| <= 64 a pair stays within 32,640, so
+    both paths agree. Measured with 7-bit weights: the 1- and 2-layer students label all 2,388 texts of
+    valid.csv alike on an AVX-512 VNNI Xeon and on an emulated Zen 3 (AVX2). On AVX2 the 1-layer student
+    agreed with PyTorch on 98.95 % of dev labels with 8-bit weights and on 99.69 % with 7-bit ones, at the
+    same speed.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(
-        str(fp32_path), str(int8_path), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True
-    )
+    quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8, **INT8_WEIGHTS)
     return Path(int8_path)
 
 

@@ -20,6 +20,7 @@ from finpulse.models.artifact import (
     read_metadata,
     write_metadata,
 )
+from finpulse.models.benchmark import cpu_description
 from finpulse.models.calibration import expected_calibration_error, fit_temperature, softmax
 from finpulse.models.data import LabelledTexts, file_sha256
 from finpulse.models.evaluation import EvalReport, evaluate
@@ -72,7 +73,7 @@ def build_artifact(
 
 def export_artifacts(model_dir: Path, *, gpu: bool, console: Console) -> list[Path]:
     """(Re)write the ONNX files from the folder's shipped fp16 weights, so what ships is what was exported."""
-    from finpulse.models.export import write_onnx_artifacts
+    from finpulse.models.export import INT8_QUANTIZATION, write_onnx_artifacts
 
     model = load_classifier(model_dir, attn_implementation="eager")
     with console.status(f"exporting {model_dir.name} to ONNX (int8{' + fp16 GPU' if gpu else ''})"):
@@ -87,6 +88,8 @@ def export_artifacts(model_dir: Path, *, gpu: bool, console: Console) -> list[Pa
             raise ArtifactError(f"{path} is {path.stat().st_size / 2**20:.1f} MiB, over the 40 MB file limit")
     for path in written:
         console.log(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    metadata = read_metadata(model_dir)
+    write_metadata(model_dir, metadata.with_updates(training={**metadata.training, "int8": INT8_QUANTIZATION}))
     return written
 
 
@@ -105,6 +108,7 @@ def calibrate_artifact(model_dir: Path, dev: LabelledTexts, *, console: Console)
             "macro_f1": report.macro_f1,
             "ece": report.ece,
             "ece_uncalibrated": expected_calibration_error(raw, dev.labels),
+            "cpu": cpu_description(),
         },
     )
     write_metadata(model_dir, metadata)
@@ -127,6 +131,11 @@ def evaluate_artifact(
     scorer = BatchScorer.load(model_dir, threads=threads, prefer_gpu=prefer_gpu)
     logits = _chunked_logits(scorer, data.texts, console, f"evaluating {scorer.version}")
     return evaluate(data.labels, softmax(logits, scorer.temperature))
+
+
+def evaluation_record(report: EvalReport) -> dict[str, Any]:
+    """What a folder's metadata keeps of an evaluation: the report and the CPU that computed it."""
+    return {**report.to_dict(), "cpu": cpu_description()}
 
 
 def dev_split_of(model_dir: Path, train_file: Path | None = None) -> LabelledTexts:

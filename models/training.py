@@ -1,12 +1,18 @@
 """Fine-tuning a sequence classifier (the teacher) with length-bucketed batches and class-weighted CE.
 
 The loop (:func:`fit`) is shared with distillation: it takes a per-batch loss and a dev-split scorer, and
-keeps the weights of the epoch with the best dev score. ``valid.csv`` never enters here.
+keeps the weights of the epoch with the best dev score. Long runs (the 110M MPNet teacher) pass a
+:class:`~finpulse.models.checkpoint.Checkpoints` folder and resume from it bit for bit. ``valid.csv`` never
+enters here.
 """
 
 from __future__ import annotations
 
+import collections
 import copy
+import datetime
+import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,6 +31,7 @@ from rich.progress import (
 )
 
 from finpulse.models.calibration import softmax
+from finpulse.models.checkpoint import Checkpoints, LoopPosition
 from finpulse.models.data import DEV_FRACTION, DEV_SEED, LabelledTexts, load_labelled, split_dev
 from finpulse.models.evaluation import EvalReport, evaluate
 from finpulse.models.labels import LABELS
@@ -161,6 +168,11 @@ def shuffled_length_batches(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def pad_token_id(model: PreTrainedModel) -> int:
+    """The id padding positions carry: 0 in BERT vocabularies, 1 in MPNet's (its position ids skip it)."""
+    return int(model.config.pad_token_id or 0)
+
+
 def to_torch(batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
     import torch
 
@@ -172,12 +184,13 @@ def predict_logits(model: PreTrainedModel, token_ids: Sequence[np.ndarray], batc
     import torch
 
     logits = np.zeros((len(token_ids), model.config.num_labels), dtype=np.float32)
+    pad_id = pad_token_id(model)
     lengths = np.fromiter((len(ids) for ids in token_ids), dtype=np.int64, count=len(token_ids))
     was_training = model.training
     model.eval()
     with torch.inference_mode():
         for indices in length_buckets(lengths, batch_size):
-            input_ids, attention_mask = to_torch(pad_bucket(token_ids, indices))
+            input_ids, attention_mask = to_torch(pad_bucket(token_ids, indices, pad_id))
             logits[indices] = model(input_ids=input_ids, attention_mask=attention_mask).logits.float().numpy()
     model.train(was_training)
     return logits
@@ -192,10 +205,15 @@ def fit(
     config: FitConfig,
     console: Console,
     description: str,
+    checkpoints: Checkpoints | None = None,
+    log_every: int | None = None,
 ) -> list[EpochRecord]:
     """Train with AdamW + linear warmup/decay; afterwards ``model`` holds the best dev macro-F1 epoch.
 
     ``batch_loss(indices)`` runs the forward pass of the training rows ``indices`` and returns the loss.
+    With ``checkpoints`` the run resumes from the folder's checkpoint if there is one, saves one every
+    ``checkpoints.every_steps`` steps and at every epoch's end, and ends with the weights an uninterrupted
+    run would have. ``log_every`` logs a line (loss, texts/s, ETA) every that many steps, for log files.
     """
     import torch
     from transformers import get_linear_schedule_with_warmup
@@ -216,27 +234,51 @@ def fit(
     )
     schedule = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
 
-    history: list[EpochRecord] = []
-    best_state: dict[str, torch.Tensor] | None = None
-    best_f1 = -1.0
+    position = LoopPosition(fingerprint=run_fingerprint(config, lengths), data_order_seed=config.seed)
+    if checkpoints is not None and (resumed := checkpoints.load(model, optimizer, schedule, position.fingerprint)):
+        position = resumed
+        rng.bit_generator.state = position.epoch_rng
+        console.log(f"{description}: resuming from {checkpoints.folder}, epoch {position.epoch} step {position.step}")
+    history = [EpochRecord(**record) for record in position.history]
+    best_state = checkpoints.load_best(position.best_epoch) if checkpoints and position.best_epoch else None
+    meter = _RateMeter(total_steps, done=(position.epoch - 1) * steps_per_epoch + position.step)
     with _progress(console) as progress:
-        task = progress.add_task(description, total=total_steps, loss=float("nan"))
-        for epoch in range(1, config.epochs + 1):
+        task = progress.add_task(description, total=total_steps, completed=meter.done, loss=float("nan"))
+        for epoch in range(position.epoch, config.epochs + 1):
+            if epoch != position.epoch:  # a fresh epoch, not the one a checkpoint resumed inside
+                position.epoch, position.step, position.losses, position.epoch_seconds = epoch, 0, [], 0.0
+            position.epoch_rng = rng.bit_generator.state
             started = time.perf_counter()
             model.train()
-            losses: list[float] = []
-            for indices in shuffled_length_batches(lengths, config.batch_size, rng)[:steps_per_epoch]:
+            batches = shuffled_length_batches(lengths, config.batch_size, rng)[:steps_per_epoch]
+            for indices in batches[position.step :]:
+                step_started = time.perf_counter()
                 loss = batch_loss(indices)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
                 optimizer.step()
                 schedule.step()
-                losses.append(float(loss.detach()))
-                progress.update(task, advance=1, loss=float(np.mean(losses[-50:])))
+                position.step += 1
+                position.losses.append(float(loss.detach()))
+                meter.add(len(indices), time.perf_counter() - step_started)
+                running_loss = float(np.mean(position.losses[-50:]))
+                progress.update(task, advance=1, loss=running_loss)
+                if log_every is not None and meter.done % log_every == 0:
+                    console.log(
+                        f"{description} epoch {epoch}/{config.epochs}, {meter.summary()}, loss {running_loss:.4f}"
+                    )
+                if checkpoints is not None and checkpoints.due(meter.done):
+                    position.epoch_seconds += time.perf_counter() - started
+                    started = time.perf_counter()
+                    checkpoints.save(model, optimizer, schedule, position)
             report = dev_score()
             record = EpochRecord(
-                epoch, float(np.mean(losses)), report.macro_f1, report.accuracy, time.perf_counter() - started
+                epoch,
+                float(np.mean(position.losses)),
+                report.macro_f1,
+                report.accuracy,
+                position.epoch_seconds + time.perf_counter() - started,
             )
             history.append(record)
             console.log(
@@ -244,17 +286,38 @@ def fit(
                 f"dev macro-F1 {record.dev_macro_f1:.4f}, dev acc {record.dev_accuracy:.4f} "
                 f"({record.seconds:.0f}s)"
             )
-            if report.macro_f1 > best_f1:
-                best_f1 = report.macro_f1
+            if report.macro_f1 > position.best_f1:
+                position.best_f1, position.best_epoch = report.macro_f1, epoch
                 best_state = copy.deepcopy(model.state_dict())
+                if checkpoints is not None:
+                    checkpoints.save_best(model, epoch)
+            if checkpoints is not None:
+                position.history = [asdict(item) for item in history]
+                position.epoch, position.step, position.losses, position.epoch_seconds = epoch + 1, 0, [], 0.0
+                position.epoch_rng = rng.bit_generator.state
+                checkpoints.save(model, optimizer, schedule, position)
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
     return history
 
 
-def train_teacher(config: TeacherConfig, console: Console | None = None) -> TrainedClassifier:
-    """Fine-tune ``config.base_model`` on the training file minus its dev split."""
+def run_fingerprint(config: FitConfig, lengths: np.ndarray) -> str:
+    """What makes two runs the same run: every setting but the thread count, and the training texts' lengths."""
+    settings = {key: value for key, value in asdict(config).items() if key != "threads"}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    digest.update(np.ascontiguousarray(lengths, dtype=np.int64).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def train_teacher(
+    config: TeacherConfig,
+    console: Console | None = None,
+    *,
+    checkpoints: Checkpoints | None = None,
+    log_every: int | None = None,
+) -> TrainedClassifier:
+    """Fine-tune ``config.base_model`` on the training file minus its dev split (resumable: see :func:`fit`)."""
     import torch
     import torch.nn.functional as F
 
@@ -269,9 +332,10 @@ def train_teacher(config: TeacherConfig, console: Console | None = None) -> Trai
     model = load_classifier(config.base_model)
     weights = torch.from_numpy(class_weights(train.labels, config.class_weighting))
     labels = torch.from_numpy(train.labels)
+    pad_id = pad_token_id(model)
 
     def batch_loss(indices: np.ndarray) -> torch.Tensor:
-        input_ids, attention_mask = to_torch(pad_bucket(train_ids, indices))
+        input_ids, attention_mask = to_torch(pad_bucket(train_ids, indices, pad_id))
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
         return F.cross_entropy(logits, labels[indices], weight=weights)
 
@@ -286,12 +350,32 @@ def train_teacher(config: TeacherConfig, console: Console | None = None) -> Trai
         config=config.fit,
         console=console,
         description="teacher",
+        checkpoints=checkpoints,
+        log_every=log_every,
     )
     return TrainedClassifier(model, Path(config.base_model), config.max_length, dev, dev_score(), history)
 
 
 def _no_decay(name: str) -> bool:
     return name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name
+
+
+class _RateMeter:
+    """A rate (texts/s) and an ETA from the last ``window`` steps, so they follow the machine's current load."""
+
+    def __init__(self, total_steps: int, done: int, window: int = 100) -> None:
+        self.total_steps, self.done = total_steps, done
+        self.recent: collections.deque[tuple[int, float]] = collections.deque(maxlen=window)
+
+    def add(self, texts: int, seconds: float) -> None:
+        self.done += 1
+        self.recent.append((texts, seconds))
+
+    def summary(self) -> str:
+        seconds = sum(step_seconds for _, step_seconds in self.recent)
+        rate = sum(texts for texts, _ in self.recent) / seconds if seconds else 0.0
+        left = (self.total_steps - self.done) * seconds / len(self.recent) if self.recent else 0.0
+        return f"step {self.done}/{self.total_steps}, {rate:.1f} texts/s, ETA {datetime.timedelta(seconds=round(left))}"
 
 
 def _progress(console: Console) -> Progress:

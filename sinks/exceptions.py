@@ -25,3 +25,7 @@ class ClickHouseUnavailableError(ClickHouseWriteError):
 
 class ReadOnlyQueryError(SinkError):
     """A query given to the read-only SQL surface would change data or state, or could not be checked."""
+
+
+class ResultTooLargeError(SinkError):
+    """A read-only query's answer has more rows or bytes than ``FINPULSE_SQL_MAX_ROWS``/``_MAX_BYTES`` allow."""

@@ -9,6 +9,16 @@ is refused: add a new file instead.
 A file holds one or more statements, each ending with ``;`` at the end of a line; lines starting with
 ``--`` are comments.
 
+A change to a table's sort key cannot be an ``ALTER``; it is a *rebuild*: ``CREATE TABLE t__next`` with
+the new shape, then the statements that fill ``t__next`` from ``t`` (until the next statement that is no
+``INSERT INTO t__next``). The runner exchanges ``t`` and ``t__next`` and drops the old table. A rebuild
+is idempotent, so an interrupted migration can simply run again: any ``t__next`` left over is dropped
+first (a partial copy, or the old table after an exchange), and a table whose columns already are those
+of ``t__next`` is left alone. Unlike plain statements, a rebuild must run while no worker writes to ``t``
+(the worker migrates at start-up, before it consumes; chDB lets one process at a time open its data).
+Materialized views that read ``t`` follow its name; the runner checks that they still do after the
+exchange, and inserts into ``t__next`` do not reach them, so a view's target is not fed twice.
+
 Example:
     >>> migrate(get_client("chdb:///tmp/finpulse-doc/clickhouse"))  # doctest: +SKIP
     ['0001_core']
@@ -31,6 +41,8 @@ log = logging.getLogger("finpulse.sinks.migrations")
 MIGRATIONS_TABLE = "schema_migrations"
 _FILE_NAME = re.compile(r"^(?P<version>\d{4})_(?P<label>[a-z0-9_]+)\.sql$")
 _STATEMENT_END = re.compile(r";[ \t]*(?:\n|$)")
+_REBUILD_START = re.compile(r"^CREATE TABLE (?P<table>\w+)__next\b")
+_STAGING_SUFFIX = "__next"
 
 _CREATE_MIGRATIONS_TABLE = f"""
 CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE}
@@ -83,11 +95,13 @@ def applied_checksums(client: Client) -> dict[str, str]:
     return {version: checksum for version, checksum in rows}
 
 
-def migrate(client: Client) -> list[str]:
-    """Apply every pending migration in version order; return the names applied."""
+def migrate(client: Client, *, target: str | None = None) -> list[str]:
+    """Apply every pending migration in version order (up to version ``target``); return the names applied."""
     applied = applied_checksums(client)
     done: list[str] = []
     for migration in available_migrations():
+        if target is not None and migration.version > target:
+            break
         recorded = applied.get(migration.version)
         if recorded is not None:
             _refuse_if_edited(migration, recorded)
@@ -97,20 +111,92 @@ def migrate(client: Client) -> list[str]:
     return done
 
 
+@dataclass
+class Rebuild:
+    """One table rebuilt with a new shape: ``create`` makes ``<table>__next``, ``fill`` copies into it."""
+
+    table: str
+    create: str
+    fill: list[str]
+
+    @property
+    def staging(self) -> str:
+        return self.table + _STAGING_SUFFIX
+
+
+def steps(statements: list[str]) -> list[str | Rebuild]:
+    """Statements in order, with each rebuild (its ``CREATE`` and the ``INSERT``s after it) as one step."""
+    grouped: list[str | Rebuild] = []
+    for statement in statements:
+        start = _REBUILD_START.match(statement)
+        last = grouped[-1] if grouped else None
+        if start:
+            grouped.append(Rebuild(start["table"], statement, []))
+        elif isinstance(last, Rebuild) and statement.startswith(f"INSERT INTO {last.staging}"):
+            last.fill.append(statement)
+        else:
+            grouped.append(statement)
+    return grouped
+
+
 def _apply(client: Client, migration: Migration) -> None:
-    for statement in migration.statements():
-        try:
-            client.command(statement)
-        except Exception as error:
-            raise MigrationError(
-                f"migration {migration.name} failed: {error}\n-- statement:\n{statement}"
-            ) from error
+    for step in steps(migration.statements()):
+        if isinstance(step, Rebuild):
+            _rebuild(client, migration, step)
+        else:
+            _run(client, migration, step)
     client.insert(
         MIGRATIONS_TABLE,
         [[migration.version, migration.name, migration.checksum]],
         column_names=["version", "name", "checksum"],
     )
     log.info("applied ClickHouse migration %s", migration.name)
+
+
+def _run(client: Client, migration: Migration, statement: str) -> None:
+    try:
+        client.command(statement)
+    except Exception as error:
+        raise MigrationError(f"migration {migration.name} failed: {error}\n-- statement:\n{statement}") from error
+
+
+def _rebuild(client: Client, migration: Migration, rebuild: Rebuild) -> None:
+    table, staging = rebuild.table, rebuild.staging
+    _run(client, migration, f"DROP TABLE IF EXISTS {staging}")
+    _run(client, migration, rebuild.create)
+    if _columns(client, table) == _columns(client, staging):
+        _run(client, migration, f"DROP TABLE {staging}")
+        log.info("%s already has the shape of migration %s", table, migration.name)
+        return
+    views = _dependent_views(client, table)
+    for statement in rebuild.fill:
+        _run(client, migration, statement)
+    _run(client, migration, f"EXCHANGE TABLES {table} AND {staging}")
+    if _dependent_views(client, table) != views:
+        raise MigrationError(
+            f"migration {migration.name}: after exchanging {table} and {staging}, the views reading {table} "
+            f"are {_dependent_views(client, table)} instead of {views}: recreate the missing views (the old "
+            f"table stays as {staging} until the migration runs again)"
+        )
+    _run(client, migration, f"DROP TABLE {staging}")
+    log.info("rebuilt %s for migration %s", table, migration.name)
+
+
+def _columns(client: Client, table: str) -> list[tuple[str, str]]:
+    rows = client.query(
+        "SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = {t:String} "
+        "ORDER BY position",
+        parameters={"t": table},
+    ).result_rows
+    return [(name, type_) for name, type_ in rows]
+
+
+def _dependent_views(client: Client, table: str) -> list[str]:
+    rows = client.query(
+        "SELECT dependencies_table FROM system.tables WHERE database = currentDatabase() AND name = {t:String}",
+        parameters={"t": table},
+    ).result_rows
+    return sorted(rows[0][0]) if rows else []
 
 
 def _refuse_if_edited(migration: Migration, recorded_checksum: str) -> None:

@@ -98,12 +98,19 @@ _INSERT_SETTINGS = {
 @dataclass(frozen=True)
 class WriteResult:
     """What one ``write`` did. ``inserted`` counts the batch's rows stored by this call, including
-    rows of an attempt that was reported failed but had landed."""
+    rows of an attempt that was reported failed but had landed; ``skipped_existing`` the rows dropped
+    because their key was stored before the call, ``skipped_in_batch`` those that repeated a key of the
+    same batch."""
 
     inserted: int
     skipped_existing: int
     skipped_in_batch: int = 0
     attempts: int = 1
+
+    @property
+    def duplicates(self) -> int:
+        """Rows dropped as duplicates: redelivered, or sent twice by their feed."""
+        return self.skipped_existing + self.skipped_in_batch
 
 
 def is_transient(error: BaseException) -> bool:

@@ -18,9 +18,10 @@ from finpulse.settings import Settings
 from finpulse.sinks.clickhouse import get_client
 from finpulse.sinks.migrations import migrate
 from finpulse.sinks.writer import ClickHouseWriter
-from finpulse.streams import topics
+from finpulse.streams import recovery, topics
 from finpulse.streams.alerts import AlertService
 from finpulse.streams.batches import process_whole
+from finpulse.streams.guard import CommittedOffsetsWatch, OffsetGuard
 from finpulse.streams.index_agent import IndexStage, ScoredBatchView, register_index_agents, sync_ticker_markets
 from finpulse.streams.pipeline import ScoringPipeline
 from finpulse.streams.produce import new_producer
@@ -119,9 +120,12 @@ def _raw_message(event: EventT) -> RawMessage:
 
 
 def create_app(settings: Settings, bootstrap_servers: str) -> tuple[faust.App, WorkerState]:
+    recovery.apply()
+    recovery.install_seek_delay()
     app = faust.App(
         settings.worker_id,
         broker=faust_broker_urls(bootstrap_servers),
+        datadir=str(settings.data_dir / "faust"),
         store="memory://",
         key_serializer="raw",
         value_serializer="raw",
@@ -129,6 +133,8 @@ def create_app(settings: Settings, bootstrap_servers: str) -> tuple[faust.App, W
         web_host=settings.worker_web_host,
         web_port=settings.worker_web_port,
         web_bind=settings.worker_web_host,
+        web_tables_enabled=False,  # no table pages: the opinion index is read through SQL, behind the token
+        web_router_enabled=False,
         broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
         broker_session_timeout=settings.broker_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.broker_session_timeout_s / 3),
@@ -148,14 +154,27 @@ def create_app(settings: Settings, bootstrap_servers: str) -> tuple[faust.App, W
         value_serializer="raw",
     )
 
+    guard = OffsetGuard(app, what="scoring")
+
     @app.agent(raw_topic, name="score")
     async def score(stream: faust.StreamT) -> None:
         pipeline = await state.start()
         try:
             async for events in stream.take_events(settings.batch_size, within=settings.batch_max_wait_s):
-                await process_whole(pipeline.process([_raw_message(event) for event in events]), what="scoring")
+                messages = [_raw_message(event) for event in events]
+                await guard.check(messages)
+                await process_whole(pipeline.process(messages), what="scoring")
+                guard.advance(messages)
         finally:
             await state.stop()
+
+    @app.on_partitions_assigned.connect
+    async def _on_assigned(sender: object, assigned: set, **kwargs: object) -> None:
+        guard.on_assigned(assigned)
+
+    @app.task
+    async def watch_committed_offsets() -> None:
+        await CommittedOffsetsWatch(app, bootstrap_servers).run()
 
     register_pages(app, state)
     return app, state

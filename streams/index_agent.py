@@ -23,6 +23,12 @@ Data flow:
    (one produce call per partition), then the ``on_updates`` callback (the alert engine) with the updates
    and their windows' top contributing events.
 
+Poison records: a partials message or a recovered table row that does not decode (``indexes.decode_*``)
+is rejected on its own, logged and dead-lettered like a bad raw event (``dlq_events`` and ``events.dlq``,
+with the reason); the batch goes on without it. A rejected table row is deleted (a changelog tombstone),
+so the key starts afresh and the next recovery does not meet the record again. Faust itself never
+decodes the table's values (raw bytes), so table recovery cannot fail on them: they are decoded here.
+
 Exactly-once index state over at-least-once delivery: a key's state remembers the partials-topic offset
 it applied last (a redelivered partial is skipped) and, per raw topic-partition, the highest raw offset
 it counted (an event replayed by a redelivered scoring batch is counted only if it was not).
@@ -49,7 +55,7 @@ import numpy as np
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from clickhouse_connect.driver import Client
-from faust.types import EventT
+from faust.types import EventT, Message
 
 from finpulse.entities import EntityLinker
 from finpulse.schemas import OpinionIndex, Scope
@@ -57,6 +63,7 @@ from finpulse.sinks.clickhouse import get_client
 from finpulse.sinks.writer import ClickHouseWriter
 from finpulse.streams import topics
 from finpulse.streams.batches import process_whole
+from finpulse.streams.guard import OffsetGuard
 from finpulse.streams.indexes import (
     TOP_EVENTS_PER_SIDE,
     BatchOutcome,
@@ -67,13 +74,19 @@ from finpulse.streams.indexes import (
     KeyPartial,
     KeyState,
     LateBeyondHistory,
+    Progress,
+    UndecodableRecord,
     batch_partials,
+    decode_partials_message,
+    decode_table_row,
     from_ms,
     record_id,
     to_opinion_index,
     with_late_events,
 )
 from finpulse.streams.produce import OutboundRecord, publish_batch
+from finpulse.streams.score import dlq_columns, dlq_messages
+from finpulse.streams.validate import RawMessage, Rejected
 
 if TYPE_CHECKING:
     from finpulse.streams.app import WorkerState
@@ -175,8 +188,11 @@ class IndexStage:
         self.indexer = Indexer(self.config)
         self._reload = True
         self._app = app
+        self.guard = OffsetGuard(app, what="index")
         self._raw_topics = {settings.topic(name) for name in topics.RAW_TOPICS}
         self._consumed: dict[str, int] = {}  # raw topic-partition → offset of the last event scored here
+        # table key → where its recovered row came from (changelog partition, offset, timestamp ms)
+        self._recovered_from: dict[bytes | None, tuple[int, int, int]] = {}
         self.table = app.Table(
             TABLE_NAME,
             default=None,
@@ -184,6 +200,7 @@ class IndexStage:
             value_type=bytes,
             partitions=settings.topic_partitions,
             use_partitioner=True,
+            on_changelog_event=self._on_changelog_event,
             help="Opinion index state per scope:key (open windows, closed baseline windows, offsets applied).",
         )
         self.partials = app.topic(
@@ -286,7 +303,10 @@ class IndexStage:
         )
         wait_s = min(INDEX_BATCH_WAIT_S, self._settings.batch_max_wait_s)
         async for events in stream.take_events(INDEX_BATCH_MAX, within=wait_s):
+            messages = [event.message for event in events]
+            await self.guard.check(messages)
             await process_whole(self.process(events), what="index")
+            self.guard.advance(messages)
 
     def close(self) -> None:
         """Close the stage's ClickHouse client (chDB lets a process hold one data directory at a time)."""
@@ -298,13 +318,21 @@ class IndexStage:
         """Partitions moved: re-read the table (Faust recovered it) before the next batch."""
         self._reload = True
 
+    async def _on_changelog_event(self, event: EventT) -> None:
+        """Remember where each recovered row came from, to dead-letter it if it does not decode."""
+        message = event.message
+        self._recovered_from[message.key] = (message.partition, message.offset, int(message.timestamp * 1000))
+
     async def process(self, events: Sequence[EventT]) -> list[OpinionIndex]:
         """One batch of the partials topic: merge, close, store, publish, call back, write the table."""
         started = time.perf_counter()
         if self._reload:
-            self._load()
+            await self._load()
         # CPU work off the event loop (the state is only ever touched by this agent, one batch at a time)
-        outcome, updates, ids, revisions, updated_at = await asyncio.to_thread(self._merge, events)
+        read = await asyncio.to_thread(_read, events)
+        if read.rejected:
+            await self._dead_letter(read.rejected, f"index/{_batch_token(events)}")
+        outcome, updates, ids, revisions, updated_at = await asyncio.to_thread(self._merge, read)
         if outcome.late_beyond_history:
             late = await asyncio.to_thread(self._count_late_on_stored, outcome.late_beyond_history, updated_at)
             updates += [record for record, _ in late]
@@ -322,11 +350,8 @@ class IndexStage:
         self._count(len(events), outcome, len(updates), started)
         return updates
 
-    def _merge(
-        self, events: Sequence[EventT]
-    ) -> tuple[BatchOutcome, list[OpinionIndex], list[str], list[int], datetime]:
-        partials, ticks = _read(events)
-        outcome = self.indexer.apply(partials, now_ms=int(time.time() * 1000), ticks=ticks)
+    def _merge(self, read: _ReadBatch) -> tuple[BatchOutcome, list[OpinionIndex], list[str], list[int], datetime]:
+        outcome = self.indexer.apply(read.partials, now_ms=int(time.time() * 1000), ticks=read.ticks)
         updated_at = datetime.now(UTC)
         updates = [to_opinion_index(u.scope, u.key, u.update, updated_at) for u in outcome.updates]
         ids = [record_id(u.scope, u.key, u.update) for u in outcome.updates]
@@ -352,16 +377,59 @@ class IndexStage:
             self.table[self._markers[partition]] = END_MARKER
         await self._app.producer.flush()
 
-    def _load(self) -> None:
-        states = {
-            key.decode(): KeyState.from_json(value)
-            for key, value in self.table.items()
-            if value is not None and value != END_MARKER
-        }
+    async def _load(self) -> None:
+        """Decode the table into the indexer; rows that do not decode are dead-lettered and deleted."""
+        states: dict[str, KeyState] = {}
+        rejected: list[Rejected] = []
+        for key, value in list(self.table.items()):
+            if value is None or value == END_MARKER:
+                continue
+            try:
+                state = decode_table_row(key, value)
+            except UndecodableRecord as err:
+                rejected.append(Rejected(self._changelog_message(key, value), err.reason, err.error))
+                continue
+            states[f"{state.scope}:{state.key}"] = state
+        if rejected:
+            await self._dead_letter(rejected, f"index-table/{','.join(r.dlq_id for r in rejected)}")
+            await self._delete_rows([r.message.key for r in rejected])
         self.indexer.load(states)
         self._reload = False
         log.info("index state: %d keys", len(states))
         log.debug("index state offsets: %s", sorted((k, s.partials_offset) for k, s in states.items()))
+
+    def _changelog_message(self, key: bytes | None, value: bytes) -> RawMessage:
+        """A table row as the changelog record it was recovered from (unknown origin: partition and offset -1)."""
+        partition, offset, timestamp_ms = self._recovered_from.get(key, (-1, -1, int(time.time() * 1000)))
+        topic = self.table.changelog_topic_name
+        return RawMessage(topic, partition, offset, timestamp_ms, key, value if isinstance(value, bytes) else b"")
+
+    async def _dead_letter(self, rejected: Sequence[Rejected], token: str) -> None:
+        """Log, store (``dlq_events``) and publish (``events.dlq``) records the stage cannot apply."""
+        for r in rejected:
+            m = r.message
+            log.warning("index record rejected (%s) %s:%d@%d: %s", r.reason, m.topic, m.partition, m.offset, r.error)
+        settings = self._settings
+        assert self._writer is not None and self._state.producer is not None
+        rows = dlq_columns(rejected, settings.dlq_payload_head_bytes, received_at=datetime.now(UTC))
+        await asyncio.to_thread(self._writer.write, "dlq_events", rows, key="dlq_id", dedup_token=f"dlq/{token}")
+        messages = dlq_messages(rejected, settings.dlq_topic_max_bytes)
+        await publish_batch(self._state.producer, settings.topic(topics.EVENTS_DLQ), messages)
+        self.totals["rejected"] += len(rejected)
+
+    async def _delete_rows(self, keys: Sequence[bytes | None]) -> None:
+        """Delete table rows with a tombstone each (end markers after them, as ``_write_states`` explains)."""
+        written: set[int] = set()
+        for key in keys:
+            if isinstance(key, bytes):
+                del self.table[key]
+                written.add(self._partitioner(key, self._partitions, self._partitions))
+            else:  # a row without a key cannot be deleted on the changelog: forget it here
+                self.table.data.pop(key, None)
+        await self._app.producer.flush()
+        for partition in sorted(written):
+            self.table[self._markers[partition]] = END_MARKER
+        await self._app.producer.flush()
 
     def _view(self, indexed: Sequence[IndexedUpdate], updates: Sequence[OpinionIndex]) -> ScoredBatchView:
         contributors = {
@@ -421,22 +489,41 @@ class IndexStage:
         log.debug("index batch of %d messages: %d updates in %.3fs", messages, updates, time.perf_counter() - started)
 
 
-Tick = tuple[int, dict[str, tuple[int | None, bool]]]
+@dataclass(frozen=True)
+class _ReadBatch:
+    """A batch of the partials topic, decoded: partials ``(table key, partition, offset, partial)``, ticks
+    ``(partition, progress)`` and the messages that did not decode."""
+
+    partials: list[tuple[str, int, int, KeyPartial]]
+    ticks: list[tuple[int, Progress]]
+    rejected: list[Rejected]
 
 
-def _read(events: Sequence[EventT]) -> tuple[list[tuple[str, int, int, KeyPartial]], list[Tick]]:
-    partials: list[tuple[str, int, int, KeyPartial]] = []
-    ticks: list[Tick] = []
+def _read(events: Sequence[EventT]) -> _ReadBatch:
+    read = _ReadBatch([], [], [])
     for event in events:
         message = event.message
-        document = json.loads(message.value)
-        if "tick" in document:
-            progress = {str(tp): (latest, bool(caught_up)) for tp, (latest, caught_up) in document["tick"].items()}
-            ticks.append((message.partition, progress))
+        try:
+            decoded = decode_partials_message(message.key, message.value)
+        except UndecodableRecord as err:
+            read.rejected.append(Rejected(_raw_message(message), err.reason, err.error))
+            continue
+        if isinstance(decoded, KeyPartial):
+            read.partials.append((decoded.table_key, message.partition, message.offset, decoded))
         else:
-            key = message.key.decode()
-            partials.append((key, message.partition, message.offset, KeyPartial.from_document(document)))
-    return partials, ticks
+            read.ticks.append((message.partition, decoded))
+    return read
+
+
+def _raw_message(message: Message) -> RawMessage:
+    return RawMessage(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp_ms=int(message.timestamp * 1000),
+        key=message.key,
+        value=message.value if isinstance(message.value, bytes) else b"",
+    )
 
 
 def _keys_per_partition(prefix: str, partitions: list[int]) -> dict[int, bytes]:
@@ -484,7 +571,8 @@ def register_index_agents(app: faust.App, state: WorkerState, on_updates: OnUpda
         stage.mark_rebalanced()
 
     @app.on_partitions_assigned.connect
-    async def _on_assigned(sender: object, *args: object, **kwargs: object) -> None:
+    async def _on_assigned(sender: object, assigned: set, **kwargs: object) -> None:
+        stage.guard.on_assigned(assigned)
         stage.mark_rebalanced()
 
     return stage

@@ -36,8 +36,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from itertools import chain
+from typing import Annotated, Any, NotRequired
 
 import numpy as np
+from pydantic import Field, FiniteFloat, TypeAdapter, ValidationError
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from finpulse.schemas import OpinionIndex, Scope
 from finpulse.settings import Settings
@@ -205,17 +208,20 @@ class KeyPartial:
 
     @classmethod
     def from_document(cls, document: Mapping[str, object]) -> KeyPartial:
-        contributors = [Contributor.from_list(values) for values in document.get("ev", ())]  # type: ignore[union-attr]
+        """The partial of a decoded JSON document; ``UndecodableRecord`` if it is not one."""
+        checked = _validated(_PARTIAL, document, "invalid_partial")
+        contributors = {values[0]: Contributor.from_list(values) for values in checked.get("ev", ())}
+        windows = [WindowPartial.from_list(values) for values in checked["w"]]
+        missing = sorted({event_id for w in windows for event_id in w.top} - contributors.keys())
+        if missing:
+            raise UndecodableRecord("invalid_partial", f"top events without a contributor entry: {missing[:3]}")
         return cls(
-            scope=document["scope"],  # type: ignore[arg-type]
-            key=str(document["key"]),
-            windows=[WindowPartial.from_list(values) for values in document["w"]],  # type: ignore[union-attr]
-            raw_hw={str(tp): int(offset) for tp, offset in document["hw"].items()},  # type: ignore[union-attr]
-            replayed=[
-                ReplayedEvent(str(tp), int(off), int(ms), float(score), int(label), str(eid))
-                for tp, off, ms, score, label, eid in document.get("replay", ())  # type: ignore[union-attr]
-            ],
-            contributors={c.event_id: c for c in contributors},
+            scope=checked["scope"],
+            key=checked["key"],
+            windows=windows,
+            raw_hw=dict(checked["hw"]),
+            replayed=[ReplayedEvent(*values) for values in checked.get("replay", ())],
+            contributors=contributors,
         )
 
 
@@ -756,16 +762,17 @@ class KeyState:
         return json.dumps(document, separators=(",", ":")).encode()
 
     @classmethod
-    def from_json(cls, data: bytes) -> KeyState:
-        document = json.loads(data)
+    def from_json(cls, data: bytes | None) -> KeyState:
+        """The state ``to_json`` wrote; ``UndecodableRecord`` if ``data`` is anything else."""
+        document = _validated(_STATE, _json_object(data), "invalid_state")
         return cls(
             scope=document["scope"],
             key=document["key"],
-            partials_offset=int(document["o"]),
-            raw_hw={tp: int(offset) for tp, offset in document["hw"].items()},
-            partition=int(document["p"]),
+            partials_offset=document["o"],
+            raw_hw=dict(document["hw"]),
+            partition=document["p"],
             watermark_ms=document["wm"],
-            sizes={int(size): SizeState.from_document(state) for size, state in document["s"].items()},
+            sizes={size: SizeState.from_document(state) for size, state in document["s"].items()},
         )
 
 
@@ -786,6 +793,147 @@ def _replayed_windows(
         WindowPartial(w, start, a.n, a.total, a.total_sq, a.bullish, a.bearish, a.neutral)
         for (w, start), a in grouped.items()
     ]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Decoding what workers exchange: partials messages and table rows are checked before they are applied
+# ---------------------------------------------------------------------------------------------------
+# Both travel on topics anyone with broker access can write to. A record that is not what the index
+# stage writes must be rejected on its own (to the DLQ, with a reason) rather than crash the agent:
+# the crash would not commit, so the next worker would read the same record and crash too.
+
+
+class UndecodableRecord(ValueError):
+    """A partials message or table row that the index stage cannot apply; ``reason`` names why."""
+
+    def __init__(self, reason: str, error: str) -> None:
+        super().__init__(f"{reason}: {error}")
+        self.reason = reason
+        self.error = error
+
+
+# Bounds that keep every derived time (window ends included) within what ``from_ms`` can represent.
+MIN_MS = -30_610_224_000_000  # 1000-01-01
+MAX_MS = 221_845_392_000_000  # 9000-01-01
+_Ms = Annotated[int, Field(ge=MIN_MS, le=MAX_MS)]
+_WindowSize = Annotated[int, Field(gt=0, le=100 * 366 * 86_400)]
+_Count = Annotated[int, Field(ge=0)]
+_Offset = Annotated[int, Field(ge=-1)]
+_Key = Annotated[str, Field(min_length=1)]
+_Label = Annotated[int, Field(ge=0, le=len(LABELS) - 1)]
+
+_WindowPartialRow = tuple[_WindowSize, _Ms, _Count, FiniteFloat, FiniteFloat, _Count, _Count, _Count, list[str]]
+_ReplayRow = tuple[str, _Count, _Ms, FiniteFloat, _Label, str]
+_ContributorRow = tuple[str, FiniteFloat, str, _Ms, str, str]
+_WindowAggRow = tuple[
+    _Ms, _Count, FiniteFloat, FiniteFloat, _Count, _Count, _Count, _Count, int, _Count,
+    FiniteFloat | None, FiniteFloat | None, _Count,
+]  # fmt: skip
+
+
+class _PartialDocument(TypedDict):
+    scope: Scope
+    key: _Key
+    w: list[_WindowPartialRow]
+    hw: dict[str, _Offset]
+    replay: NotRequired[list[_ReplayRow]]
+    ev: NotRequired[list[_ContributorRow]]
+
+
+class _TickDocument(TypedDict):
+    tick: dict[str, tuple[_Ms | None, bool]]
+
+
+class _SizeDocument(TypedDict):
+    open: list[_WindowAggRow]
+    closed: list[_WindowAggRow]
+    tb: NotRequired[_Ms | None]
+    lu: NotRequired[_Count]
+
+
+class _StateDocument(TypedDict):
+    scope: Scope
+    key: _Key
+    o: _Offset
+    hw: dict[str, _Offset]
+    p: _Offset
+    wm: _Ms | None
+    s: dict[_WindowSize, _SizeDocument]
+
+
+_PARTIAL = TypeAdapter(_PartialDocument)
+_TICK = TypeAdapter(_TickDocument)
+_STATE = TypeAdapter(_StateDocument)
+
+Progress = dict[str, tuple[int | None, bool]]
+"""A watermark tick: per raw topic-partition, (latest event ms consumed or None, caught up)."""
+
+
+def _json_object(value: bytes | None) -> dict[str, Any]:
+    if not value:
+        raise UndecodableRecord("empty_value", "the record has no value")
+    try:
+        document = json.loads(value)
+    except (ValueError, RecursionError) as err:  # bad UTF-8 and bad JSON are ValueErrors
+        raise UndecodableRecord("invalid_json", str(err)[:200]) from None
+    if not isinstance(document, dict):
+        raise UndecodableRecord("invalid_json", f"a JSON {type(document).__name__}, not an object")
+    return document
+
+
+def _validated(adapter: TypeAdapter[Any], document: object, reason: str) -> Any:
+    try:
+        return adapter.validate_python(document)
+    except ValidationError as err:
+        details = err.errors(include_url=False, include_input=False)
+        summary = "; ".join(f"{'.'.join(str(p) for p in d['loc']) or '<root>'}: {d['msg']}" for d in details[:3])
+        raise UndecodableRecord(reason, summary) from None
+
+
+def _table_key(key: bytes | None) -> str:
+    """The ``scope:key`` a record's Kafka key names."""
+    if key is None:
+        raise UndecodableRecord("invalid_key", "the record has no key")
+    try:
+        table_key = key.decode()
+        split_key(table_key)
+    except ValueError as err:  # UnicodeDecodeError is one
+        raise UndecodableRecord("invalid_key", str(err)[:200]) from None
+    return table_key
+
+
+def decode_partials_message(key: bytes | None, value: bytes | None) -> KeyPartial | Progress:
+    """A message of the partials topic: a ``KeyPartial`` (keyed by its ``scope:key``) or a watermark tick.
+
+    Raises ``UndecodableRecord`` for anything else.
+
+    Example:
+        >>> decode_partials_message(None, b'{"tick": {"news.raw:0": [61000, true]}}')
+        {'news.raw:0': (61000, True)}
+        >>> try:
+        ...     decode_partials_message(b"market:all", b'{"scope": "market", "key": "all"}')
+        ... except UndecodableRecord as err:
+        ...     print(err.reason)
+        invalid_partial
+    """
+    document = _json_object(value)
+    if "tick" in document:
+        progress = _validated(_TICK, document, "invalid_tick")["tick"]
+        return {tp: (latest, caught_up) for tp, (latest, caught_up) in progress.items()}
+    table_key = _table_key(key)
+    partial = KeyPartial.from_document(document)
+    if partial.table_key != table_key:
+        raise UndecodableRecord("key_mismatch", f"message key {table_key!r} holds a partial of {partial.table_key!r}")
+    return partial
+
+
+def decode_table_row(key: bytes | None, value: bytes | None) -> KeyState:
+    """A row of the ``opinion-index`` table (as recovered from its changelog); ``UndecodableRecord`` if not."""
+    table_key = _table_key(key)
+    state = KeyState.from_json(value)
+    if f"{state.scope}:{state.key}" != table_key:
+        raise UndecodableRecord("key_mismatch", f"row key {table_key!r} holds the state of {state.scope}:{state.key}")
+    return state
 
 
 @dataclass(frozen=True, slots=True)

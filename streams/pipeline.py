@@ -2,6 +2,8 @@
 
 Offsets of a batch are committed by the caller only after ``process`` returned, that is after every row
 is in ClickHouse; the writer skips events already stored, so a redelivered batch writes nothing twice.
+Events dropped that way are counted (``totals["duplicates"]``) and logged once per batch: a redelivery
+after a restart explains them, and a feed that sends an event twice shows up instead of vanishing.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from aiokafka import AIOKafkaProducer
 
 from finpulse.models import BatchScorer
 from finpulse.settings import Settings
-from finpulse.sinks.writer import ClickHouseWriter
+from finpulse.sinks.writer import ClickHouseWriter, WriteResult
 from finpulse.streams import topics
 from finpulse.streams.produce import publish_batch
 from finpulse.streams.score import (
@@ -47,6 +49,7 @@ class BatchReport:
     stored: int
     rejected: int
     flagged: int
+    duplicates: int
     seconds: float
 
 
@@ -94,8 +97,14 @@ class ScoringPipeline:
 
         token = batch_token(messages)
         stored = await asyncio.to_thread(self._store, token, scored_rows, retrain_rows, dlq_rows)
+        if stored.duplicates:
+            log.info(
+                "batch %s: %d of %d events were duplicates, not stored again (%d stored before, %d twice in "
+                "the batch)",
+                token, stored.duplicates, len(parsed.events), stored.skipped_existing, stored.skipped_in_batch,
+            )  # fmt: skip
         for hook in self._on_stored:
-            await hook(scored_rows, stored)
+            await hook(scored_rows, stored.inserted)
         stored_at = time.perf_counter()
 
         await asyncio.gather(
@@ -115,19 +124,20 @@ class ScoringPipeline:
         report = BatchReport(
             consumed=len(messages),
             scored=len(parsed.events),
-            stored=stored,
+            stored=stored.inserted,
             rejected=len(parsed.rejected),
             flagged=len(retrain_rows["event_id"]),
+            duplicates=stored.duplicates,
             seconds=time.perf_counter() - started,
         )
         self._count(report)
         return report
 
-    def _store(self, token: str, scored_rows: Columns, retrain_rows: Columns, dlq_rows: Columns) -> int:
+    def _store(self, token: str, scored_rows: Columns, retrain_rows: Columns, dlq_rows: Columns) -> WriteResult:
         stored = self._writer.write("scored_events", scored_rows, key="event_id", dedup_token=f"scored/{token}")
         self._writer.write("retrain_samples", retrain_rows, key="event_id", dedup_token=f"retrain/{token}")
         self._writer.write("dlq_events", dlq_rows, key="dlq_id", dedup_token=f"dlq/{token}")
-        return stored.inserted
+        return stored
 
     def _count(self, report: BatchReport) -> None:
         self.totals["batches"] += 1
@@ -136,7 +146,9 @@ class ScoringPipeline:
         self.totals["stored"] += report.stored
         self.totals["rejected"] += report.rejected
         self.totals["flagged"] += report.flagged
+        self.totals["duplicates"] += report.duplicates
         log.debug(
-            "batch of %d: %d scored, %d stored, %d rejected, %d flagged in %.3fs",
-            report.consumed, report.scored, report.stored, report.rejected, report.flagged, report.seconds,
+            "batch of %d: %d scored, %d stored, %d rejected, %d flagged, %d duplicates in %.3fs",
+            report.consumed, report.scored, report.stored, report.rejected, report.flagged, report.duplicates,
+            report.seconds,
         )  # fmt: skip

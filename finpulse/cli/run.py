@@ -18,11 +18,12 @@ def worker(
 ) -> None:
     """Run the Faust worker against the configured broker and ClickHouse (embedded when unset)."""
     from finpulse.rules import RulesError
+    from finpulse.streams.web import ExposedEndpointError
     from finpulse.streams.worker import run_worker
 
     try:
         run_worker(get_settings(), loglevel=loglevel)
-    except RulesError as error:
+    except (RulesError, ExposedEndpointError) as error:
         err.print(str(error), style="red", markup=False)
         raise typer.Exit(2) from None
 

@@ -23,7 +23,11 @@ def sql(
         Format, typer.Option("--format", "-f", help="table, csv or json (csv/json on stdout).")
     ] = Format.table,
 ) -> None:
-    """Run a read-only query (DDL/DML refused). Goes through the running worker when it holds the database."""
+    """Run a read-only query (DDL/DML refused). Goes through the running worker when it holds the database.
+
+    An answer larger than FINPULSE_SQL_MAX_ROWS rows or FINPULSE_SQL_MAX_BYTES bytes is refused; a worker
+    with FINPULSE_SQL_TOKEN set is sent that token.
+    """
     from finpulse.query import QueryError
     from finpulse.query import query as run
     from finpulse.sinks.sql import ReadOnlyQueryError, render_table, to_csv, to_json

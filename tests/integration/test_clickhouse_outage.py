@@ -1,7 +1,9 @@
 """ClickHouse failing for a while: the batch waits and retries, then its rows land once, in the real chDB.
 
 The failure is injected at the client boundary: a proxy around the real chDB client whose inserts raise
-for a time (or land and then raise, as when the connection drops before the reply).
+(or land and then raise, as when the connection drops before the reply). The outage ends after a given
+number of failed inserts, not after a time, so every run goes through the same failures however fast
+the machine is.
 """
 
 from __future__ import annotations
@@ -32,16 +34,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 class FlakyClient:
-    """The real client, except that inserts fail until ``healthy_at``; optionally after landing."""
+    """The real client, except that the first ``outage_failures`` inserts fail; the first of them after
+    landing when ``land_then_fail``. The outage ends with its last failed insert."""
 
-    def __init__(self, client: object) -> None:
+    def __init__(self, client: object, *, outage_failures: int, land_then_fail: bool = False) -> None:
         self._client = client
-        self.healthy_at = 0.0
-        self.land_then_fail = False
+        self.outage_failures = outage_failures
+        self.land_then_fail = land_then_fail
         self.failed_inserts = 0
 
     def insert(self, *args: object, **kwargs: object) -> object:
-        if time.monotonic() < self.healthy_at:
+        if self.failed_inserts < self.outage_failures:
             self.failed_inserts += 1
             if self.land_then_fail:
                 self._client.insert(*args, **kwargs)
@@ -90,17 +93,16 @@ async def _process_through_outage(
 
 def count_rows(client: object, run_id: str) -> tuple[int, int]:
     rows = client.query(
-        f"SELECT count(), uniqExact(event_id) FROM scored_events WHERE startsWith(event_id, '{run_id}-')"
+        f"SELECT count(), uniqExact(event_id) FROM scored_events WHERE startsWith(source_id, '{run_id}-')"
     ).result_rows
     return int(rows[0][0]), int(rows[0][1])
 
 
 def test_rows_arrive_once_clickhouse_is_back(pipeline_settings: Settings, real_client: object) -> None:
-    flaky = FlakyClient(real_client)
-    flaky.healthy_at = time.monotonic() + 3.0
+    flaky = FlakyClient(real_client, outage_failures=3)
     messages = raw_messages(pipeline_settings, 300, "outage")
     asyncio.run(_process_through_outage(pipeline_settings, flaky, [messages[:150], messages[150:]]))
-    assert flaky.failed_inserts >= 2
+    assert flaky.failed_inserts == 3  # the first batch waited out the whole outage
     assert count_rows(real_client, "outage") == (300, 300)
     published = read_topic(pipeline_settings.broker, pipeline_settings.topic(topics.EVENTS_SCORED), 300)
     assert len({json.loads(r.value)["event_id"] for r in published}) == 300
@@ -109,12 +111,12 @@ def test_rows_arrive_once_clickhouse_is_back(pipeline_settings: Settings, real_c
 def test_an_insert_that_landed_before_the_error_is_not_written_twice(
     pipeline_settings: Settings, real_client: object
 ) -> None:
-    flaky = FlakyClient(real_client)
-    flaky.healthy_at = time.monotonic() + 2.0
-    flaky.land_then_fail = True
+    # One failure: the retry finds the landed rows and has nothing left to insert.
+    flaky = FlakyClient(real_client, outage_failures=1, land_then_fail=True)
     messages = raw_messages(pipeline_settings, 200, "ambiguous")
     # Then the same offsets again with other batch boundaries, as after a restart.
     asyncio.run(
         _process_through_outage(pipeline_settings, flaky, [messages, messages[50:120], messages[100:]])
     )
+    assert flaky.failed_inserts == 1 and not flaky.land_then_fail  # it landed, then failed
     assert count_rows(real_client, "ambiguous") == (200, 200)

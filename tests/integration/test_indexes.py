@@ -149,7 +149,7 @@ def test_streamed_and_sql_indexes_agree_on_closed_windows_across_a_restart(pipel
         )
         stream = rows(worker, "opinion_index_final")
         sql = rows(worker, "opinion_index_sql")
-        stored_late = worker.query("SELECT tickers FROM scored_events WHERE event_id = 'idx-late'")
+        stored_late = worker.query("SELECT tickers FROM scored_events WHERE source_id = 'idx-late'")
         versions = int(worker.scalar("SELECT count() AS n FROM opinion_index"))
         distinct_ids = int(worker.scalar("SELECT uniqExact(index_id) AS n FROM opinion_index"))
 
@@ -217,7 +217,12 @@ async def _replay_a_batch(settings: Settings, client: Client) -> None:
     state = WorkerState(settings, settings.broker)
     state.producer = new_producer(settings.broker)
     await state.producer.start()
-    app = faust.App(settings.worker_id, broker=f"kafka://{settings.broker}", store="memory://")
+    app = faust.App(
+        settings.worker_id,
+        broker=f"kafka://{settings.broker}",
+        store="memory://",
+        datadir=str(settings.data_dir / "faust"),  # Faust's default is ./<id>-data, in the repository root
+    )
     stage = IndexStage(app, state, None)
     writer = ClickHouseWriter(client, retry_max_s=30)
     try:

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from finpulse import identity
 from finpulse.demo import feed_messages, run_feed, run_filter
 from finpulse.harness import EmbeddedPipeline, Outbound
 from finpulse.models import DEFAULT_MODEL_DIR
@@ -19,7 +20,7 @@ from tests.integration.helpers import committed_offsets, raw_positions, read_top
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SCORED_COLUMNS = (
-    "event_id", "kind", "source", "tickers", "text", "label", "p_bearish", "p_neutral", "p_bullish",
+    "event_id", "source_id", "kind", "source", "tickers", "text", "label", "p_bearish", "p_neutral", "p_bullish",
     "score", "confidence", "model_version", "event_time", "ingested_at", "scored_at", "stored_at",
 )  # fmt: skip
 
@@ -56,7 +57,8 @@ def test_every_event_is_scored_stored_and_published_once(pipeline_settings: Sett
 
     published = read_topic(pipeline.bootstrap_servers, pipeline_settings.topic(topics.EVENTS_SCORED), 600)
     events = [ScoredEvent.model_validate_json(record.value) for record in published]
-    assert sorted(e.event_id for e in events) == sorted(m.record.key.decode() for m in messages)
+    assert sorted(e.source_id for e in events) == sorted(m.record.key.decode() for m in messages)
+    assert all(e.event_id == identity.event_id(e.kind, e.source, e.source_id) for e in events)
     keyed_by_ticker = [r for r, e in zip(published, events, strict=True) if r.key.decode() == e.tickers[0]]
     assert len(keyed_by_ticker) == len(published)
 
@@ -111,7 +113,7 @@ def test_malformed_input_goes_to_the_dlq_and_valid_events_around_it_are_scored(
         worker = pipeline.worker
         assert worker is not None
         assert pipeline.wait_for_rows("dlq_events", len(bad), timeout_s=60) == len(bad)
-        scored = {r["event_id"]: r for r in worker.query("SELECT event_id, text, tickers FROM scored_events")}
+        scored = {r["source_id"]: r for r in worker.query("SELECT source_id, text, tickers FROM scored_events")}
         dlq = worker.query(
             "SELECT reason, error, source_topic, partition, offset, payload_sha256, payload_bytes FROM dlq_events"
         )
@@ -164,9 +166,8 @@ def test_a_killed_worker_restarts_without_losing_or_duplicating_rows(pipeline_se
 def _explain_lost_events(pipeline: EmbeddedPipeline, settings: Settings, messages: list, stored: int) -> None:
     """Fail with where the lost events sat in the raw topics and what the group committed there."""
     assert pipeline.worker is not None
-    found = {
-        r["event_id"] for r in pipeline.worker.query(f"SELECT event_id FROM scored_events WHERE {run_filter('crash')}")
-    }
+    query = f"SELECT source_id FROM scored_events WHERE {run_filter('crash')}"
+    found = {r["source_id"] for r in pipeline.worker.query(query)}
     lost = {m.record.key.decode() for m in messages} - found
     raw_topics = [settings.topic(topics.NEWS_RAW), settings.topic(topics.SOCIAL_RAW)]
     positions = raw_positions(pipeline.bootstrap_servers, raw_topics, lost, len(messages))

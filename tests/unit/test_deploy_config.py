@@ -12,8 +12,10 @@ import fnmatch
 import ipaddress
 import json
 import re
+import shlex
 import tomllib
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -23,12 +25,15 @@ import pytest
 import yaml
 
 from finpulse.settings import Settings
+from finpulse.streams.web import ExposedEndpointError, check_exposure, is_loopback
 
 REPO = Path(__file__).resolve().parents[2]
 ENV_PREFIX: str = Settings.model_config["env_prefix"]
 SETTING_ENV_NAMES = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
 SETTING_NAME_PATTERN = re.compile(rf"(?<![A-Za-z0-9_]){re.escape(ENV_PREFIX)}[A-Z0-9_]+")
-COMPOSE_VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::?-(?P<default>[^}]*))?\}")
+COMPOSE_VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
+# What a user sets before `docker compose up`, as docker-compose.yml's header says: its required variables.
+USER_ENVIRONMENT = {"FINPULSE_SQL_TOKEN": "0123456789abcdef0123456789abcdef"}
 K8S_DIR = REPO / "infra" / "k8s"
 DOCKERFILE = REPO / "infra" / "Dockerfile"
 
@@ -45,12 +50,27 @@ def service(name: str) -> dict[str, Any]:
     return compose()["services"][name]
 
 
-def interpolate(value: Any) -> str:
-    """A compose value as Compose resolves it with nothing set in the environment."""
+class MissingVariableError(Exception):
+    """Compose refuses to start: a ``${VAR:?message}`` variable is not set."""
+
+
+def interpolate(value: Any, environment: Mapping[str, str] = USER_ENVIRONMENT) -> str:
+    """A compose value as Compose resolves it with only ``environment`` set."""
     text = str(value)
-    unsupported = re.findall(r"\$\{[^}]*:?[?+][^}]*\}", text)
-    assert not unsupported, f"only ${{VAR}}, ${{VAR-x}} and ${{VAR:-x}} are modelled: {unsupported}"
-    return COMPOSE_VARIABLE.sub(lambda m: m["default"] or "", text).replace("$$", "$")
+    unsupported = re.findall(r"\$\{[^}]*:?\+[^}]*\}", text)
+    assert not unsupported, (
+        f"only ${{VAR}}, ${{VAR-x}}, ${{VAR:-x}}, ${{VAR?x}}, ${{VAR:?x}} are modelled: {unsupported}"
+    )
+
+    def resolve(match: re.Match[str]) -> str:
+        name, operator, argument = match["name"], match["op"] or "", match["arg"] or ""
+        value = environment.get(name)
+        unset = value is None or (operator.startswith(":") and value == "")
+        if operator.endswith("?") and unset:
+            raise MissingVariableError(f"required variable {name} is missing a value: {argument}")
+        return argument if unset and operator.endswith("-") else (value or "")
+
+    return COMPOSE_VARIABLE.sub(resolve, text).replace("$$", "$")
 
 
 def variables_in(value: Any) -> set[str]:
@@ -181,15 +201,45 @@ def test_compose_worker_settings_parse(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not settings.embedded_broker
     assert settings.clickhouse_dsn.startswith("http://")
     assert listens_on_all_interfaces(settings), "the worker's HTTP port must be reachable from outside"
+    assert settings.sql_token.get_secret_value() == USER_ENVIRONMENT[f"{ENV_PREFIX}SQL_TOKEN"]
+    check_exposure(settings)  # the worker starts: its SQL asks for the token
+
+
+def test_compose_refuses_to_start_the_worker_without_an_sql_token() -> None:
+    token = raw_env("worker")[f"{ENV_PREFIX}SQL_TOKEN"]
+    for unset in ({}, {f"{ENV_PREFIX}SQL_TOKEN": ""}):
+        with pytest.raises(MissingVariableError, match="openssl rand"):
+            interpolate(token, environment=unset)
+    assert "FINPULSE_SQL_TOKEN" in (REPO / "docker-compose.yml").read_text().split("name: finpulse")[0], (
+        "the header of docker-compose.yml must say to set FINPULSE_SQL_TOKEN"
+    )
+
+
+def test_compose_publishes_the_worker_on_the_hosts_loopback_only() -> None:
+    for mapping in service("worker")["ports"]:
+        host_ip, _, _ = str(mapping).rpartition(":")[0].rpartition(":")
+        assert host_ip and is_loopback(host_ip), f"worker port {mapping!r} is published beyond this host"
 
 
 def test_k8s_worker_settings_parse(monkeypatch: pytest.MonkeyPatch) -> None:
     config = k8s_documents()["ConfigMap"]["data"]
     secret = k8s_documents()["Secret"]["stringData"]
-    assert f"{ENV_PREFIX}CLICKHOUSE_DSN" in secret and f"{ENV_PREFIX}CLICKHOUSE_DSN" not in config
+    for name in ("CLICKHOUSE_DSN", "SQL_TOKEN"):
+        assert f"{ENV_PREFIX}{name}" in secret and f"{ENV_PREFIX}{name}" not in config, name
     settings = settings_from({**config, **secret}, monkeypatch)
     assert not settings.embedded_broker
     assert listens_on_all_interfaces(settings)
+    with pytest.raises(ExposedEndpointError):
+        check_exposure(settings)  # as shipped, with the token left empty, a worker refuses to start
+    settings = settings_from({**config, **secret, f"{ENV_PREFIX}SQL_TOKEN": "0123456789abcdef"}, monkeypatch)
+    check_exposure(settings)
+
+
+def test_the_image_holds_no_sql_token_and_so_refuses_to_serve_without_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    image_env = dict(word.split("=", 1) for arguments in dockerfile("ENV") for word in shlex.split(arguments))
+    assert f"{ENV_PREFIX}SQL_TOKEN" not in image_env
+    with pytest.raises(ExposedEndpointError):
+        check_exposure(settings_from(image_env, monkeypatch))
 
 
 # --- compose topology ------------------------------------------------------------------------------
@@ -418,6 +468,11 @@ def test_probes_and_service_reach_the_health_endpoint() -> None:
     assert spec["selector"].items() <= pod_labels.items(), "the Service selects no worker pod"
     (service_port,) = spec["ports"]
     assert ports.get(service_port["targetPort"], service_port["targetPort"]) == port
+
+
+def test_the_workers_are_reachable_inside_the_cluster_only() -> None:
+    assert k8s_documents()["Service"]["spec"].get("type", "ClusterIP") == "ClusterIP"
+    assert not any(port.get("hostPort") for port in worker_container()["ports"])
 
 
 def test_replicas_do_not_exceed_the_partitions() -> None:

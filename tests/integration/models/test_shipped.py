@@ -63,16 +63,44 @@ def test_int8_graph_agrees_with_pytorch_on_the_dev_split(model_dir: Path) -> Non
     assert np.mean(onnx == reference) >= required
 
 
+# How far a card's valid.csv figures may move on another x86 CPU. The int8 weights are 7-bit, so AVX2
+# (int16 pair sums) and AVX-512 VNNI / AMX (int32) compute the same integer products; what still differs
+# is the fp32 work around them (attention, softmax, LayerNorm, GELU), whose rounding can only flip a text
+# that sits on a class boundary. Measured: the 1- and 2-layer students label all 2,388 texts alike on an
+# AVX-512 VNNI + AMX Xeon and on an emulated Zen 3 (qemu-user -cpu EPYC-Milan: AVX2, no VNNI), with
+# probabilities within 0.004 (the 6-layer teacher, on the first 1,024 texts: alike, within 0.06), and the
+# 1-layer card's figures are bit-identical on a real Zen 3 and the Xeon. 3e-3 (7 texts of accuracy)
+# leaves room for near-ties on other CPUs.
+CPU_TOLERANCE = 3e-3
+
+
 @pytest.mark.parametrize("model_dir", SHIPPED, ids=lambda path: path.name)
 def test_card_metrics_are_what_eval_measures_now(model_dir: Path) -> None:
-    from finpulse.models.evaluation import evaluate
+    from rich.console import Console
+
+    from finpulse.models.toolchain import evaluate_artifact
 
     recorded = read_metadata(model_dir).metrics["valid"]
     valid = load_labelled(DEFAULT_DATA_ROOT / "valid.csv")
-    scorer = BatchScorer.load(model_dir, prefer_gpu=False)
-    measured = evaluate(valid.labels, scorer.score(valid.texts).probabilities())
+    # Measured as `finpulse model eval`/`card` measure (same chunks): dynamic int8 quantizes a batch's
+    # activations with one scale, so other batch boundaries alone would move a few labels.
+    measured = evaluate_artifact(model_dir, valid, console=Console(stderr=True, quiet=True), prefer_gpu=False)
     assert measured.n == recorded["n"]
-    assert measured.accuracy == pytest.approx(recorded["accuracy"], abs=2e-3)
-    assert measured.macro_f1 == pytest.approx(recorded["macro_f1"], abs=2e-3)
+    assert measured.accuracy == pytest.approx(recorded["accuracy"], abs=CPU_TOLERANCE)
+    assert measured.macro_f1 == pytest.approx(recorded["macro_f1"], abs=CPU_TOLERANCE)
     card = (model_dir / "README.md").read_text(encoding="utf-8")
     assert f"| accuracy | {recorded['accuracy']:.4f} |" in card
+    assert f"measured on {recorded['cpu']}" in card
+
+
+@pytest.mark.parametrize("model_dir", SHIPPED, ids=lambda path: path.name)
+def test_int8_weights_are_7_bit(model_dir: Path) -> None:
+    """8-bit weights overflow the int16 pair sums of AVX2 kernels, so scores would depend on the CPU."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(model_dir / "model.int8.onnx")).graph
+    weights = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert weights, "no int8 weights: not a quantized graph"
+    assert max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64
+    assert read_metadata(model_dir).training["int8"]["reduce_range"] is True

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from finpulse.cli.model import model_app
 from finpulse.models import LABELS, BatchScorer
 from finpulse.models.artifact import MAX_FILE_BYTES, read_metadata
+from finpulse.models.benchmark import cpu_description
 from finpulse.models.data import load_labelled
 from finpulse.models.toolchain import dev_split_of
 
@@ -107,7 +108,11 @@ def test_calibrate_and_card(tiny_teacher: Path, small_labelled_csv: Path) -> Non
     assert result.exit_code == 0, result.output
     card = (tiny_teacher / "README.md").read_text()
     assert "| accuracy |" in card and "finpulse model train" in card and "--limit-rows 300" in card
-    assert read_metadata(tiny_teacher).metrics["valid"]["n"] == 40
+    metadata = read_metadata(tiny_teacher)
+    assert metadata.metrics["valid"]["n"] == 40
+    assert metadata.metrics["valid"]["cpu"] == metadata.metrics["dev"]["cpu"] == cpu_description()
+    assert f"measured on {cpu_description()}:" in card
+    assert metadata.training["int8"]["reduce_range"] is True and "7-bit weights" in card
 
 
 def test_student_is_shallow_and_ships_cpu_and_gpu_graphs(tiny_teacher: Path, tiny_student: Path) -> None:
@@ -153,6 +158,7 @@ def test_bench_json(tiny_teacher: Path, tiny_student: Path, small_labelled_csv: 
     for key in ("teacher_fp32", "student_fp32", "student_int8"):
         assert bench[key]["seq_per_s"] > 0 and bench[key]["p99_ms"] >= bench[key]["p50_ms"] > 0
     assert bench["teacher_fp32"]["model"] == "tiny-teacher" and bench["student_int8"]["model"] == "tiny-student"
+    assert bench["cpu"] == cpu_description()
     assert bench["speedup_student_int8_vs_teacher_fp32"] == pytest.approx(
         bench["student_int8"]["seq_per_s"] / bench["teacher_fp32"]["seq_per_s"]
     )

@@ -17,6 +17,7 @@ def scored_columns(ids: list[str], *, ticker: str = "AAPL") -> Columns:
     n = len(ids)
     return {
         "event_id": ids,
+        "source_id": ids,
         "kind": ["news" if i % 2 else "social" for i in range(n)],
         "source": ["reuters" if i % 2 else "x" for i in range(n)],
         "tickers": [[ticker, "MSFT"] if i % 3 else [] for i in range(n)],

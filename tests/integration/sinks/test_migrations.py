@@ -1,16 +1,29 @@
-"""Migrations on a real chDB: every table from the first start, applied once, edits refused."""
+"""Migrations on a real chDB: every table from the first start, applied once, edits refused, and the
+event-identity rebuild (0005) of tables that hold rows, run once or cut short and run again."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from clickhouse_connect.driver import Client
+from clickhouse_connect.driver.exceptions import OperationalError
 
+from finpulse.identity import event_id
 from finpulse.schemas import RetrainSample, ScoredEvent
 from finpulse.sinks.exceptions import MigrationError
-from finpulse.sinks.migrations import MIGRATIONS_TABLE, available_migrations, migrate
+from finpulse.sinks.migrations import (
+    MIGRATIONS_TABLE,
+    Rebuild,
+    _rebuild,
+    applied_checksums,
+    available_migrations,
+    migrate,
+    steps,
+)
 from finpulse.sinks.writer import ClickHouseWriter
 from tests.integration.sinks.conftest import OpenClient
-from tests.integration.sinks.support import ids, write_scored
+from tests.integration.sinks.support import ids, scored_columns, write, write_scored
 
 pytestmark = pytest.mark.integration
 
@@ -115,3 +128,178 @@ def test_a_migration_edited_after_it_was_applied_is_refused(fresh: Client) -> No
     finally:
         record_checksum(first.checksum)
     assert migrate(fresh) == []
+
+
+# --- 0005_event_identity: stored ids become <kind>:<source>:<id> -------------------------------------------
+
+IDENTITY = "0005"
+OLD_SOURCES = [("news", "reuters"), ("news", "bloomberg"), ("social", "x"), ("news", "odd:feed 100%")]
+SCORED_LEFT_AS_THEY_WERE = (
+    "kind, source, tickers, primary_ticker, text, label, p_bearish, p_neutral, p_bullish, score, confidence, "
+    "model_version, event_time, ingested_at, scored_at, stored_at, source_topic, partition, offset"
+)
+
+
+@pytest.fixture
+def old_client(open_client: OpenClient, request: pytest.FixtureRequest) -> Client:
+    """A client on a database of its own (Atomic, as on a ClickHouse server) migrated up to 0004."""
+    client = open_client()
+    database = f"before_{IDENTITY}_{abs(hash(request.node.name)):x}"
+    client.command(f"CREATE DATABASE {database} ENGINE = Atomic")
+    client.command(f"USE {database}")
+    migrate(client, target="0004")
+    return client
+
+
+def store_as_before_0005(client: Client, prefix: str, n: int = 12) -> dict[str, tuple[str, str]]:
+    """Rows as the pipeline stored them before 0005 (event_id = the raw id); returns id → (kind, source)."""
+    raw_ids = ids(prefix, 0, n)
+    columns = scored_columns(raw_ids)
+    del columns["source_id"]
+    columns["kind"] = [OLD_SOURCES[i % len(OLD_SOURCES)][0] for i in range(n)]
+    columns["source"] = [OLD_SOURCES[i % len(OLD_SOURCES)][1] for i in range(n)]
+    client.insert("scored_events", list(columns.values()), column_names=list(columns), column_oriented=True)
+    samples = raw_ids[:3] + [f"{prefix}-orphan"]  # an orphan: no stored event of that id (never written so)
+    now = columns["stored_at"][0]
+    client.insert(
+        "retrain_samples",
+        [[i, f"text {i}", 0.3, 0.4, 0.3, "neutral", 0.4, "low_confidence<0.55", "test-v1", now] for i in samples],
+        column_names=["event_id", "text", "p_bearish", "p_neutral", "p_bullish", "label", "confidence", "reason",
+                      "model_version", "flagged_at"],
+    )  # fmt: skip
+    return {raw: (columns["kind"][i], columns["source"][i]) for i, raw in enumerate(raw_ids)}
+
+
+def minute_state(client: Client) -> list[tuple]:
+    return client.query(
+        "SELECT scope, key, sum(events) FROM opinion_minute_state GROUP BY scope, key ORDER BY scope, key"
+    ).result_rows
+
+
+def assert_upgraded(client: Client, before: dict[str, tuple[str, str]], old_rows: list[tuple], state: list) -> None:
+    """Every old row once, under its namespaced id, the rest of it unchanged; views and the index intact."""
+    assert IDENTITY in applied_checksums(client)
+    rows = client.query("SELECT event_id, source_id FROM scored_events").result_rows
+    assert sorted(rows) == sorted((event_id(*before[raw], raw), raw) for raw in before)
+    assert client.query(f"SELECT {SCORED_LEFT_AS_THEY_WERE} FROM scored_events ORDER BY source_id").result_rows == (
+        old_rows
+    )
+    assert client.query("SELECT count(), uniqExact(event_id) FROM scored_events").result_rows == [
+        (len(before), len(before))
+    ]
+    samples = dict(client.query("SELECT source_id, event_id FROM retrain_samples").result_rows)
+    orphan = next(raw for raw in samples if raw.endswith("-orphan"))
+    assert samples == {raw: event_id(*before[raw], raw) for raw in samples if raw != orphan} | {orphan: orphan}
+    assert minute_state(client) == state  # the copy did not count any event a second time
+    tables = {name for (name,) in client.query("SHOW TABLES").result_rows}
+    assert not {name for name in tables if name.endswith("__next")}
+    sorting_key, ddl = table_info(client, "scored_events", "sorting_key, create_table_query")
+    assert sorting_key == "primary_ticker, event_time, event_id" and "PROJECTION by_event_id" in ddl
+    assert migrate(client) == []
+
+
+def snapshot(client: Client) -> tuple[list[tuple], list]:
+    old_rows = client.query(f"SELECT {SCORED_LEFT_AS_THEY_WERE} FROM scored_events ORDER BY event_id").result_rows
+    return old_rows, minute_state(client)
+
+
+def test_the_upgrade_namespaces_stored_ids_and_keeps_every_row(old_client: Client) -> None:
+    before = store_as_before_0005(old_client, "up")
+    old_rows, state = snapshot(old_client)
+    assert migrate(old_client) == ["0005_event_identity"]
+    assert_upgraded(old_client, before, old_rows, state)
+
+
+def test_after_the_upgrade_new_events_reach_the_index_views_and_dashboards(old_client: Client) -> None:
+    store_as_before_0005(old_client, "views")
+    migrate(old_client)
+    markets_before = dict(old_client.query("SELECT key, sum(events) FROM opinion_minute_state "
+                                           "WHERE scope = 'market' GROUP BY key").result_rows)  # fmt: skip
+    new = scored_columns([event_id("news", "reuters", "views-new")])
+    new["source_id"] = ["views-new"]
+    assert write(ClickHouseWriter(old_client, retry_max_s=1), "scored_events", new, "views-new").inserted == 1
+    markets = dict(old_client.query("SELECT key, sum(events) FROM opinion_minute_state "
+                                    "WHERE scope = 'market' GROUP BY key").result_rows)  # fmt: skip
+    assert markets["all"] == markets_before["all"] + 1
+    breakdown = old_client.query(
+        "SELECT kind, source, events FROM v_source_breakdown(since = '2000-01-01 00:00:00', "
+        "until = '2100-01-01 00:00:00', ticker = '') ORDER BY kind, source"
+    ).result_rows
+    assert sum(events for _, _, events in breakdown) == 13
+    assert ("news", "odd:feed 100%", 3) in breakdown
+    plan = old_client.query(
+        "EXPLAIN indexes = 1, projections = 1 SELECT event_id FROM scored_events WHERE event_id IN ('a', 'b')"
+    ).result_rows
+    assert any("by_event_id" in line for (line,) in plan)
+
+
+class FailsOnce:
+    """The real client, except that the first statement starting with ``prefix`` fails, after it ran
+    (``landed``) or before: a migration cut short at that point, as by a crash or a lost connection."""
+
+    def __init__(self, client: Client, prefix: str, *, landed: bool) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._landed = landed
+        self.failed = False
+
+    def _maybe_fail(self, text: str, run: Any) -> Any:
+        if self.failed or not text.startswith(self._prefix):
+            return run()
+        self.failed = True
+        if self._landed:
+            run()
+        raise OperationalError(f"connection lost at {self._prefix!r} (injected)")
+
+    def command(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+        return self._maybe_fail(sql, lambda: self._client.command(sql, *args, **kwargs))
+
+    def insert(self, table: str, *args: Any, **kwargs: Any) -> Any:
+        return self._maybe_fail(f"INSERT INTO {table}", lambda: self._client.insert(table, *args, **kwargs))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+@pytest.mark.parametrize(
+    ("cut_at", "landed"),
+    [
+        ("INSERT INTO retrain_samples__next", True),  # copied, not exchanged
+        ("EXCHANGE TABLES retrain_samples", True),  # one table done, the other untouched
+        ("INSERT INTO scored_events__next", False),  # second copy failed
+        ("INSERT INTO scored_events__next", True),  # second copy done, not exchanged
+        ("EXCHANGE TABLES scored_events", True),  # exchanged, the old table not dropped
+        ("DROP TABLE scored_events__next", False),  # the same, as a failed drop
+        (f"INSERT INTO {MIGRATIONS_TABLE}", False),  # all done but not recorded
+    ],
+)
+def test_an_interrupted_upgrade_completes_when_run_again(old_client: Client, cut_at: str, landed: bool) -> None:
+    before = store_as_before_0005(old_client, "cut")
+    old_rows, state = snapshot(old_client)
+    cut = FailsOnce(old_client, cut_at, landed=landed)
+    with pytest.raises(MigrationError if cut_at != f"INSERT INTO {MIGRATIONS_TABLE}" else OperationalError):
+        migrate(cut)  # type: ignore[arg-type]
+    assert cut.failed
+    assert migrate(old_client) == ["0005_event_identity"]
+    assert_upgraded(old_client, before, old_rows, state)
+
+
+def test_a_rebuild_already_done_is_skipped(old_client: Client) -> None:
+    before = store_as_before_0005(old_client, "twice")
+    old_rows, state = snapshot(old_client)
+    migrate(old_client)
+    (identity,) = [m for m in available_migrations() if m.version == IDENTITY]
+    for step in steps(identity.statements()):  # the whole migration again, as a second process would
+        if isinstance(step, Rebuild):
+            _rebuild(old_client, identity, step)
+    assert_upgraded(old_client, before, old_rows, state)
+
+
+def test_a_rebuild_is_grouped_with_the_inserts_that_fill_it() -> None:
+    grouped = steps(["CREATE TABLE t__next (a String) ENGINE = Memory", "INSERT INTO t__next SELECT a FROM t",
+                     "CREATE VIEW v AS SELECT 1", "INSERT INTO other SELECT 1"])  # fmt: skip
+    assert grouped == [
+        Rebuild("t", "CREATE TABLE t__next (a String) ENGINE = Memory", ["INSERT INTO t__next SELECT a FROM t"]),
+        "CREATE VIEW v AS SELECT 1",
+        "INSERT INTO other SELECT 1",
+    ]

@@ -20,9 +20,12 @@ from finpulse.streams.indexes import (
     Indexer,
     KeyPartial,
     KeyState,
+    UndecodableRecord,
     WindowAgg,
     WindowUpdate,
     batch_partials,
+    decode_partials_message,
+    decode_table_row,
     figures,
     record_id,
     to_ms,
@@ -483,3 +486,99 @@ def test_closed_windows_match_a_brute_force_recount() -> None:
             assert agg.buzz_z is None and agg.baseline == len(earlier)
     assert checked > 50
     assert late_ids, "the scenario should have late events"
+
+
+# --- decoding what workers exchange: a poison record is rejected with a reason, never applied ------------
+
+
+def _aapl_partial() -> dict[str, object]:
+    batch = batch_of([Ev("a", 10, 0.5, "bullish", tickers=["AAPL"]), Ev("b", 70, -0.5, "bearish")], IndexConfig())
+    return json.loads(next(p for p in batch.keys if p.table_key == "ticker:AAPL").to_json())
+
+
+def _encoded(document: object) -> bytes:
+    return json.dumps(document).encode()
+
+
+def _aapl_state() -> KeyState:
+    feeder = Feeder(IndexConfig(windows_s=(60,), allowed_lateness_ms=0))
+    feeder.batch([Ev("a", 10, 0.5, tickers=["AAPL"]), Ev("b", 130, -0.5, "bearish", tickers=["AAPL"])])
+    return feeder.indexer.states["ticker:AAPL"]
+
+
+def test_a_partials_message_decodes_to_its_partial_or_tick() -> None:
+    document = _aapl_partial()
+    partial = decode_partials_message(b"ticker:AAPL", _encoded(document))
+    assert isinstance(partial, KeyPartial)
+    assert json.loads(partial.to_json()) == document
+    tick = decode_partials_message(b"~tick~0", b'{"tick": {"t.news.raw:0": [61000, true], "t.news.raw:1": [null, 0]}}')
+    assert tick == {"t.news.raw:0": (61000, True), "t.news.raw:1": (None, False)}
+
+
+def _with(**changes: object) -> dict[str, object]:
+    return {**_aapl_partial(), **changes}
+
+
+def _first_window(**changes: object) -> dict[str, object]:
+    document = _aapl_partial()
+    names = ["window_s", "start_ms", "n", "total", "total_sq", "bullish", "bearish", "neutral", "top"]
+    row = dict(zip(names, document["w"][0], strict=True)) | changes
+    document["w"][0] = list(row.values())
+    return document
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        (b"ticker:AAPL", b"", "empty_value"),
+        (b"ticker:AAPL", None, "empty_value"),
+        (b"ticker:AAPL", b"\xff\xfe garbage", "invalid_json"),
+        (b"ticker:AAPL", b'{"scope": "ticker", "key": "AAP', "invalid_json"),
+        (b"ticker:AAPL", b"[1, 2, 3]", "invalid_json"),
+        (b"ticker:AAPL", b"[" * 100_000 + b"]" * 100_000, "invalid_json"),
+        (b"ticker:AAPL", _encoded({"scope": "ticker", "key": "AAPL"}), "invalid_partial"),
+        (b"ticker:AAPL", _encoded(_with(scope="planet")), "invalid_partial"),
+        (b"ticker:AAPL", _encoded(_with(hw={"t.social.raw:0": "many"})), "invalid_partial"),
+        (b"ticker:AAPL", _encoded(_first_window(n="four")), "invalid_partial"),
+        (b"ticker:AAPL", _encoded(_first_window(n=-3)), "invalid_partial"),
+        (b"ticker:AAPL", _encoded(_first_window(window_s=0)), "invalid_partial"),
+        (b"ticker:AAPL", _encoded(_first_window(start_ms=10**20)), "invalid_partial"),
+        (b"ticker:AAPL", _encoded(_first_window(total=float("nan"))), "invalid_partial"),
+        (b"ticker:AAPL", _encoded(_first_window(top=["never-described"])), "invalid_partial"),
+        (b"ticker:AAPL", _encoded(_with(w=[[60, 0, 1]])), "invalid_partial"),
+        (None, _encoded(_aapl_partial()), "invalid_key"),
+        (b"\xff\xfe", _encoded(_aapl_partial()), "invalid_key"),
+        (b"planet:AAPL", _encoded(_aapl_partial()), "invalid_key"),
+        (b"ticker:MSFT", _encoded(_aapl_partial()), "key_mismatch"),
+        (b"~tick~0", b'{"tick": "soon"}', "invalid_tick"),
+        (b"~tick~0", b'{"tick": {"t.news.raw:0": [1e300, true]}}', "invalid_tick"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_a_poison_partials_message_is_rejected_with_its_reason(key: bytes | None, value: bytes | None, reason: str):
+    with pytest.raises(UndecodableRecord) as rejected:
+        decode_partials_message(key, value)
+    assert rejected.value.reason == reason
+    assert rejected.value.error
+
+
+def test_a_table_row_decodes_to_the_state_it_holds() -> None:
+    state = _aapl_state()
+    assert decode_table_row(b"ticker:AAPL", state.to_json()).to_json() == state.to_json()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        (b"ticker:AAPL", b"{corrupt", "invalid_json"),
+        (b"ticker:AAPL", b"\x00\x01\x02", "invalid_json"),
+        (b"ticker:AAPL", b'{"scope": "ticker", "key": "AAPL"}', "invalid_state"),
+        (b"ticker:AAPL", _aapl_state().to_json().replace(b'"o":', b'"o":"x","_o":'), "invalid_state"),
+        (b"ticker:MSFT", _aapl_state().to_json(), "key_mismatch"),
+        (b"~end~0", _aapl_state().to_json(), "invalid_key"),
+    ],
+)
+def test_a_corrupt_table_row_is_rejected_with_its_reason(key: bytes, value: bytes, reason: str) -> None:
+    with pytest.raises(UndecodableRecord) as rejected:
+        decode_table_row(key, value)
+    assert rejected.value.reason == reason

@@ -46,6 +46,25 @@ def test_news_and_posts_become_normalized_linked_events(parser: EventParser) -> 
     assert (post.kind, post.source, post.tickers) == ("social", "x", ["TSLA"])
     assert (post.source_topic, post.partition, post.offset) == (SOCIAL, 1, 7)
     assert post.ingested_at.timestamp() == 1_795_000_000
+    assert (news.event_id, news.source_id) == ("news:reuters:n1", "n1")
+    assert (post.event_id, post.source_id) == ("social:x:s1", "s1")
+
+
+def test_the_same_id_from_different_feeds_names_different_events(parser: EventParser) -> None:
+    at = "2026-11-25T08:00:00Z"
+    batch = parser.parse(
+        [
+            message(NEWS, {"id": "42", "source": "reuters", "published_at": at, "headline": "Apple beats"}),
+            message(NEWS, {"id": "42", "source": "Bloomberg", "published_at": at, "headline": "Apple beats"}),
+            message(SOCIAL, {"id": "42", "platform": "x", "created_at": at, "text": "Apple beats"}),
+            message(NEWS, {"id": "a:b", "source": "odd:feed%", "published_at": at, "headline": "Apple beats"}),
+            message(NEWS, {"id": "42", "source": "REUTERS", "published_at": at, "headline": "Apple beats"}),
+        ]
+    )
+    assert [e.event_id for e in batch.events] == [
+        "news:reuters:42", "news:bloomberg:42", "social:x:42", "news:odd%3Afeed%25:a:b", "news:reuters:42",
+    ]  # fmt: skip
+    assert {e.source_id for e in batch.events} == {"42", "a:b"}
 
 
 def test_text_is_cut_to_the_scoring_bound(parser: EventParser) -> None:
@@ -72,7 +91,7 @@ def test_bad_messages_are_rejected_with_a_reason_and_keep_their_bytes(parser: Ev
     bad = message(SOCIAL, value, offset=42)
     batch = parser.parse([message(SOCIAL, {"id": "ok", "platform": "x", "created_at": "2026-11-25T08:00:00Z",
                                            "text": "fine"}, offset=41), bad])  # fmt: skip
-    assert [e.event_id for e in batch.events] == ["ok"]
+    assert [e.source_id for e in batch.events] == ["ok"]
     (rejected,) = batch.rejected
     assert rejected.reason == reason
     assert rejected.error
