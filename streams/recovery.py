@@ -16,8 +16,9 @@ faust-streaming 0.15.3 can commit past records it never processed (upstream issu
 ``apply()`` (called by ``create_app``; idempotent) changes three things and nothing else:
 
 * **Resume order**, in both places that resume streams (``on_recovery_completed`` and ``_resume_streams``):
-  seek first (the partitions still paused, so nothing of theirs is drained), then clear the queues, then
-  resume partitions and flow, with no ``await`` between the clear and the resume.
+  stop the consumer's flow (so the drain loop hands out nothing it fetched before), seek (the partitions
+  still paused), then clear the queues, then resume partitions and flow, with no ``await`` between the
+  clear and the resume.
 * **Every partition is sought** in ``perform_seek``: aiokafka's ``seek_to_committed`` skips partitions
   committed at 0 or never committed, which then resumed from wherever the fetcher had got to while their
   prefetched records were thrown away (seen on ``indexes.partials``); and a committed 0 stays 0
@@ -58,6 +59,7 @@ log = logging.getLogger("finpulse.recovery")
 PATCHED_VERSION = "0.15.3"
 HOLD_LOG_S = 30.0
 RECHECK_S = 5.0
+STOPPED_FLOW_GRACE_S = 0.1  # upstream's wait_for_stopped_flow returns at once (its event is never cleared)
 SEEK_DELAY_ENV = "FINPULSE_TEST_SEEK_DELAY_S"  # test-only: widens the race window (tests/integration)
 
 
@@ -146,6 +148,11 @@ async def _seek_then_resume(recovery: Recovery, generation_id: int) -> bool:
     consumer = app.consumer
     assignment = consumer.assignment()
     if assignment:
+        # Stop the drain loop first: records it fetched before the seek (a batch it is still handing out)
+        # must not reach a queue after the seek moved the read offset back.
+        consumer.stop_flow()
+        await consumer.wait_for_stopped_flow()
+        await asyncio.sleep(STOPPED_FLOW_GRACE_S)  # the drain loop wakes on the stopped flow and lets go
         recovery.log.info("Seek stream partitions to committed offsets.")
         await recovery._wait(consumer.perform_seek(), timeout=app.conf.broker_request_timeout)
     if app.consumer_generation_id != generation_id:
@@ -224,7 +231,8 @@ async def _perform_seek(self: Consumer) -> None:
     starts a partition without a committed offset.
     """
     committed = await self.seek_to_committed()
-    unsought = [tp for tp, offset in committed.items() if not offset or offset < 0]
+    acked_topics = self.app.topics.acks_enabled_for  # input topics; table changelogs keep upstream's way
+    unsought = [tp for tp, offset in committed.items() if (not offset or offset < 0) and acked_topics(tp.topic)]
     if unsought:
         starts = await _reset_positions(self, [tp for tp in unsought if committed[tp] is None or committed[tp] < 0])
         for tp in unsought:

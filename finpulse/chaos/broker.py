@@ -158,16 +158,11 @@ def run_persistent(settings: Settings, size: ScenarioSize) -> ChaosResult:
             feeder.wait(WAIT_S)
             result, _ = drain(worker.query, feeder.accepted, timeout_s=WAIT_S)
             worker_alive = worker.process is not None and worker.process.poll() is None
-    return ChaosResult(
-        scenario=f"{NAME} (s3 store)",
-        sent=result.sent,
-        stored=result.stored,
-        duplicated=result.duplicated,
-        dlq=result.dlq,
-        lost=result.lost,
-        recover_s=round(recover_s, 2) if recover_s is not None else None,
+    return ChaosResult.of(
+        f"{NAME} (s3 store)",
+        result,
+        recover_s=recover_s,
         details={
-            **result.as_details(),
             "refused": len(feeder.refused),
             "sent_before_kill": sent_before_restart,
             "stored_before_kill": stored_before,
@@ -214,16 +209,11 @@ def run_empty(settings: Settings, size: ScenarioSize) -> ChaosResult:
             result, _ = drain(fresh.query, accepted, timeout_s=60)
             resumed = drain(fresh.query, accepted_after, timeout_s=FRESH_WORKER_WAIT_S)[0].lost == 0
             recover_s = time.monotonic() - restarted_at if resumed else None
-    return ChaosResult(
-        scenario=f"{NAME} (memory store)",
-        sent=result.sent,
-        stored=result.stored,
-        duplicated=result.duplicated,
-        dlq=result.dlq,
-        lost=result.lost,
-        recover_s=round(recover_s, 2) if recover_s is not None else None,
+    return ChaosResult.of(
+        f"{NAME} (memory store)",
+        result,
+        recover_s=recover_s,
         details={
-            **result.as_details(),
             "fresh_worker_stored_events_sent_after_restart": resumed,
             "worker_exit_code": exit_code,  # None: still running when the wait ended (it carried on)
             "worker_exited_after_s": round(exited_s, 2) if exit_code is not None else None,

@@ -39,19 +39,14 @@ def run(settings: Settings, size: ScenarioSize, *, seed: int = 0) -> ChaosResult
         accepted = feeder.accepted + rest.accepted
         result, _ = drain(pipeline.worker.query, accepted, timeout_s=300)
     violations = commits_past_unprocessed(committed, first_unprocessed(accepted, during))
-    return ChaosResult(
-        scenario=NAME,
-        sent=result.sent,
-        stored=result.stored,
-        duplicated=result.duplicated,
-        dlq=result.dlq,
-        lost=result.lost,
+    return ChaosResult.of(
+        NAME,
+        result,
         recover_s=recover_s,
         details={
             "retry_max_s": RETRY_MAX_S,
             "worker_exit_code": exit_code,
             "commits_past_unstored": {f"{t}:{p}": v for (t, p), v in violations.items()},
-            **result.as_details(),
         },
         checks={
             "worker exited non-zero": exited and exit_code not in (None, 0),

@@ -51,13 +51,9 @@ def run(settings: Settings, size: ScenarioSize, *, seed: int = 0) -> ChaosResult
     violations = [v for sample in samples for v in commits_past_unprocessed(sample, first_missing).items()]
     # the batch in hand blocks the agent: after the first sample or two, nothing more is consumed
     settled = consumed[len(consumed) // 2 :]
-    return ChaosResult(
-        scenario=NAME,
-        sent=result.sent,
-        stored=result.stored,
-        duplicated=result.duplicated,
-        dlq=result.dlq,
-        lost=result.lost,
+    return ChaosResult.of(
+        NAME,
+        result,
         recover_s=recover_s,
         details={
             "outage_s": size.outage_s,
@@ -68,7 +64,6 @@ def run(settings: Settings, size: ScenarioSize, *, seed: int = 0) -> ChaosResult
                 :10
             ],
             "worker_exit_code": exit_code,
-            **result.as_details(),
         },
         checks={
             "nothing stored while ClickHouse was down": during.scored_rows == stored_at_start,

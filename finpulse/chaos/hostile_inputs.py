@@ -46,13 +46,9 @@ def run(settings: Settings, size: ScenarioSize, *, seed: int = 0) -> ChaosResult
         }
     hostile_accepted = [a for a in second.accepted if not a.message.must_store]
     ratio = mixed_rate / clean_rate if clean_rate else 0.0
-    return ChaosResult(
-        scenario=NAME,
-        sent=overall.sent,
-        stored=overall.stored,
-        duplicated=overall.duplicated,
-        dlq=overall.dlq,
-        lost=overall.lost,
+    return ChaosResult.of(
+        NAME,
+        overall,
         recover_s=None,
         details={
             "hostile_sent": len(hostile_accepted),
@@ -63,7 +59,6 @@ def run(settings: Settings, size: ScenarioSize, *, seed: int = 0) -> ChaosResult
             "clean_valid_per_s": round(clean_rate, 1),
             "mixed_valid_per_s": round(mixed_rate, 1),
             "throughput_ratio": round(ratio, 3),
-            **overall.as_details(),
         },
         checks={
             "every valid event stored once (none in the DLQ)": overall.valid_in_dlq == 0 and result.lost == 0,

@@ -20,6 +20,7 @@ from finpulse.chaos.stack import (
     raw_topics,
     scenario_settings,
     stored_rows,
+    supervise,
     wait_for_commits,
     wait_for_progress,
     wait_until,
@@ -44,7 +45,9 @@ def run(settings: Settings, size: ScenarioSize, *, seed: int = 0) -> ChaosResult
         recoveries: list[float] = []
         moments: list[str] = []
         exit_codes: list[int] = []
+        own_exits: list[int] = []  # the worker exiting by itself (the offset guard), restarted as a supervisor would
         for cycle in range(size.kill_cycles):
+            supervise(pipeline, own_exits)
             assert pipeline.worker is not None
             moment = MOMENTS[cycle % len(MOMENTS)]
             _wait_for_moment(pipeline, own, moment, rng)
@@ -59,28 +62,25 @@ def run(settings: Settings, size: ScenarioSize, *, seed: int = 0) -> ChaosResult
                 if progressed is not None:
                     recoveries.append(time.monotonic() - killed_at)
         feeder.wait()
+        supervise(pipeline, own_exits)
         assert pipeline.worker is not None
         result, _ = drain(pipeline.worker.query, feeder.accepted, timeout_s=300)
         expected = end_offsets(feeder.accepted)
         committed = wait_for_commits(pipeline.bootstrap_servers, own, expected, timeout_s=30)
-    return ChaosResult(
-        scenario=NAME,
-        sent=result.sent,
-        stored=result.stored,
-        duplicated=result.duplicated,
-        dlq=result.dlq,
-        lost=result.lost,
+    return ChaosResult.of(
+        NAME,
+        result,
         recover_s=max(recoveries) if recoveries else None,
         details={
             "cycles": len(moments),
             "moments": moments,
             "kill_exit_codes": sorted(set(exit_codes)),
+            "worker_exits_on_its_own": own_exits,
             "recover_s_each": [round(r, 2) for r in recoveries],
             "refused_by_kafka": len(feeder.refused),
             "feed_rate_per_s": round(rate, 1),
             "committed": {f"{t}:{p}": o for (t, p), o in sorted(committed.items())},
             "end_offsets": {f"{t}:{p}": o for (t, p), o in sorted(expected.items())},
-            **result.as_details(),
         },
         checks={
             "committed offset == end offset on every input partition": commits_at_end(committed, expected),

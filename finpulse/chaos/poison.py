@@ -76,16 +76,11 @@ def run(settings: Settings, size: ScenarioSize, *, seed: int = 0) -> ChaosResult
         expected = {p.position: reason for p, (_, _, reason) in zip(poison, POISON_PARTIALS, strict=True)}
         expected[changelog.position] = CORRUPT_ROW[2]
         published = asyncio.run(_dlq_reasons(pipeline.bootstrap_servers, own.topic(topics.EVENTS_DLQ), expected))
-    return ChaosResult(
-        scenario=NAME,
-        sent=result.sent,
-        stored=result.stored,
-        duplicated=result.duplicated,
-        dlq=result.dlq,
-        lost=result.lost,
-        recover_s=round(recover_s, 2) if recover_s is not None else None,
+    return ChaosResult.of(
+        NAME,
+        result,
+        recover_s=recover_s,
         details={
-            **result.as_details(),
             "indexed": indexed,
             "dlq_reasons_expected": _named(expected),
             "dlq_reasons_published": _named(published),

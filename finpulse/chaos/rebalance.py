@@ -48,13 +48,9 @@ def run(settings: Settings, size: ScenarioSize, *, seed: int = 0) -> ChaosResult
         result, snapshot = drain(first.query, feeder.accepted, timeout_s=300, elsewhere=elsewhere)
         first_exit = first.stop(timeout_s=60)
     agreement = _index_agreement(first, second)
-    return ChaosResult(
-        scenario=NAME,
-        sent=result.sent,
-        stored=result.stored,
-        duplicated=result.duplicated,
-        dlq=result.dlq,
-        lost=result.lost,
+    return ChaosResult.of(
+        NAME,
+        result,
         recover_s=recover_s,
         details={
             "stored_by_second_worker": second_stored,
@@ -62,7 +58,6 @@ def run(settings: Settings, size: ScenarioSize, *, seed: int = 0) -> ChaosResult
             "second_worker_exit_code": second_exit,
             "first_worker_exit_code": first_exit,
             **agreement,
-            **result.as_details(),
         },
         checks={
             "both workers held input partitions at once": both_assigned,

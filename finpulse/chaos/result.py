@@ -9,6 +9,10 @@ the worker exited non-zero, the index agrees with SQL…); a row is ``ok`` only 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from finpulse.chaos.accounting import Tally
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,29 @@ class ChaosResult:
     recover_s: float | None  # fault injected -> the pipeline is draining again (None when not applicable)
     details: dict[str, object] = field(default_factory=dict)  # scenario-specific figures (throughput, exits…)
     checks: dict[str, bool] = field(default_factory=dict)  # scenario-specific pass/fail, by what they check
+
+    @classmethod
+    def of(
+        cls,
+        scenario: str,
+        tally: Tally,
+        *,
+        recover_s: float | None,
+        details: dict[str, object],
+        checks: dict[str, bool],
+    ) -> ChaosResult:
+        """A row from the accounting's ``Tally`` and the scenario's own figures and checks."""
+        return cls(
+            scenario=scenario,
+            sent=tally.sent,
+            stored=tally.stored,
+            duplicated=tally.duplicated,
+            dlq=tally.dlq,
+            lost=tally.lost,
+            recover_s=None if recover_s is None else round(recover_s, 2),
+            details={**details, **tally.as_details()},
+            checks=checks,
+        )
 
     @property
     def ok(self) -> bool:

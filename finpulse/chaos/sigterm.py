@@ -42,13 +42,9 @@ def run(settings: Settings, size: ScenarioSize, *, seed: int = 0) -> ChaosResult
         result, _ = drain(pipeline.worker.query, feeder.accepted, timeout_s=300)
         consumed_after = int(pipeline.worker.health().get("totals", {}).get("consumed", 0))
     to_process = result.sent - (processed_before.stored + processed_before.dlq)
-    return ChaosResult(
-        scenario=NAME,
-        sent=result.sent,
-        stored=result.stored,
-        duplicated=result.duplicated,
-        dlq=result.dlq,
-        lost=result.lost,
+    return ChaosResult.of(
+        NAME,
+        result,
         recover_s=recover_s,
         details={
             "exit_code": exit_code,
@@ -57,7 +53,6 @@ def run(settings: Settings, size: ScenarioSize, *, seed: int = 0) -> ChaosResult
             "left_to_process": to_process,
             "committed_at_stop": {f"{t}:{p}": o for (t, p), o in sorted(committed.items())},
             "first_unprocessed_at_stop": {f"{t}:{p}": o for (t, p), o in sorted(first_missing.items())},
-            **result.as_details(),
         },
         checks={
             "worker exited 0 on SIGTERM": exit_code == 0,

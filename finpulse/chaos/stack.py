@@ -11,12 +11,13 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
+import httpx
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from finpulse.chaos.accounting import Query, StoreSnapshot, Tally, combined, read_store, tally
 from finpulse.chaos.traffic import Accepted
-from finpulse.harness import EmbeddedPipeline, WorkerProcess
+from finpulse.harness import EmbeddedPipeline, WorkerFailed, WorkerProcess
 from finpulse.settings import Settings
 from finpulse.streams import topics
 
@@ -60,14 +61,34 @@ def committed_offsets(
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float, poll_s: float = 0.5) -> bool:
-    """Poll ``check`` until it holds or the time is up; whether it held."""
+    """Poll ``check`` until it holds or the time is up; whether it held. A worker that cannot answer
+    (restarting, or gone) counts as "not yet"."""
     deadline = time.monotonic() + timeout_s
     while True:
-        if check():
+        if _holds(check):
             return True
         if time.monotonic() >= deadline:
             return False
         time.sleep(poll_s)
+
+
+def _holds(check: Callable[[], bool]) -> bool:
+    try:
+        return check()
+    except (httpx.HTTPError, WorkerFailed, RuntimeError):
+        return False
+
+
+def supervise(pipeline: EmbeddedPipeline, exits: list[int]) -> None:
+    """Restart the worker if it exited on its own, as a supervisor would (its exit code goes to ``exits``).
+
+    A worker exits non-zero without committing when it cannot vouch for a batch (``streams/guard.py``):
+    the next worker redelivers, so the scenario goes on and reports how often that happened.
+    """
+    worker = pipeline.worker
+    if worker is not None and worker.process is not None and worker.process.poll() is not None:
+        exits.append(worker.process.returncode)
+        pipeline.worker = pipeline.start_worker()
 
 
 def stored_rows(query: Query) -> int:
