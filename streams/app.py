@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 import faust
 from aiokafka import AIOKafkaProducer
 from clickhouse_connect.driver import Client
-from faust.types import EventT
 
 from finpulse.entities import EntityLinker
 from finpulse.models import BatchScorer
@@ -107,18 +106,6 @@ def _redacted(settings: Settings) -> str:
     return dsn
 
 
-def _raw_message(event: EventT) -> RawMessage:
-    message = event.message
-    return RawMessage(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        timestamp_ms=int(message.timestamp * 1000),
-        key=message.key,
-        value=message.value,
-    )
-
-
 def create_app(settings: Settings, bootstrap_servers: str) -> tuple[faust.App, WorkerState]:
     recovery.apply()
     recovery.install_seek_delay()
@@ -161,7 +148,7 @@ def create_app(settings: Settings, bootstrap_servers: str) -> tuple[faust.App, W
         pipeline = await state.start()
         try:
             async for events in stream.take_events(settings.batch_size, within=settings.batch_max_wait_s):
-                messages = [_raw_message(event) for event in events]
+                messages = [RawMessage.of(event.message) for event in events]
                 await guard.check(messages)
                 await process_whole(pipeline.process(messages), what="scoring")
                 guard.advance(messages)

@@ -55,7 +55,7 @@ import numpy as np
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from clickhouse_connect.driver import Client
-from faust.types import EventT, Message
+from faust.types import EventT
 
 from finpulse.entities import EntityLinker
 from finpulse.schemas import OpinionIndex, Scope
@@ -506,24 +506,13 @@ def _read(events: Sequence[EventT]) -> _ReadBatch:
         try:
             decoded = decode_partials_message(message.key, message.value)
         except UndecodableRecord as err:
-            read.rejected.append(Rejected(_raw_message(message), err.reason, err.error))
+            read.rejected.append(Rejected(RawMessage.of(message), err.reason, err.error))
             continue
         if isinstance(decoded, KeyPartial):
             read.partials.append((decoded.table_key, message.partition, message.offset, decoded))
         else:
             read.ticks.append((message.partition, decoded))
     return read
-
-
-def _raw_message(message: Message) -> RawMessage:
-    return RawMessage(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        timestamp_ms=int(message.timestamp * 1000),
-        key=message.key,
-        value=message.value if isinstance(message.value, bytes) else b"",
-    )
 
 
 def _keys_per_partition(prefix: str, partitions: list[int]) -> dict[int, bytes]:

@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -19,6 +20,9 @@ from finpulse.schemas import NewsArticle, SocialPost, TextEvent
 from finpulse.settings import Settings
 from finpulse.streams import topics
 from finpulse.text import normalize_text
+
+if TYPE_CHECKING:
+    from faust.types import Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +35,18 @@ class RawMessage:
     timestamp_ms: int
     key: bytes | None
     value: bytes
+
+    @classmethod
+    def of(cls, message: Message) -> RawMessage:
+        """From a Faust message of a raw-serialized topic (a value that is not bytes is kept as empty)."""
+        return cls(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            timestamp_ms=int(message.timestamp * 1000),
+            key=message.key,
+            value=message.value if isinstance(message.value, bytes) else b"",
+        )
 
 
 @dataclass(frozen=True, slots=True)
