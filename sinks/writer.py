@@ -99,13 +99,14 @@ _INSERT_SETTINGS = {
 class WriteResult:
     """What one ``write`` did. ``inserted`` counts the batch's rows stored by this call, including
     rows of an attempt that was reported failed but had landed; ``skipped_existing`` the rows dropped
-    because their key was stored before the call, ``skipped_in_batch`` those that repeated a key of the
-    same batch."""
+    because their key was stored before the call (``existing`` holds those keys), ``skipped_in_batch``
+    those that repeated a key of the same batch."""
 
     inserted: int
     skipped_existing: int
     skipped_in_batch: int = 0
     attempts: int = 1
+    existing: frozenset[str] = frozenset()
 
     @property
     def duplicates(self) -> int:
@@ -185,20 +186,21 @@ class ClickHouseWriter:
 
         if outcome.attempts > 1:
             log.info("wrote %d rows to %s after %d attempts", batch.size, table, outcome.attempts)
-        skipped_existing = outcome.existing_at_first_check
+        existing = outcome.existing_before or frozenset()
         return WriteResult(
-            inserted=batch.size - skipped_existing,
-            skipped_existing=skipped_existing,
+            inserted=batch.size - len(existing),
+            skipped_existing=len(existing),
             skipped_in_batch=batch.duplicates,
             attempts=outcome.attempts,
+            existing=existing,
         )
 
     def _attempt(self, batch: _Batch, outcome: _Outcome) -> None:
         outcome.attempts += 1
         with self._lock:
             existing = self._existing_keys(batch)
-            if outcome.existing_at_first_check < 0:
-                outcome.existing_at_first_check = len(existing)
+            if outcome.existing_before is None:
+                outcome.existing_before = frozenset(existing)
             pending = [i for i, key in zip(batch.rows, batch.keys, strict=True) if key not in existing]
             if pending:
                 self._insert(batch, pending)
@@ -294,4 +296,4 @@ class _Batch:
 @dataclass
 class _Outcome:
     attempts: int = 0
-    existing_at_first_check: int = -1
+    existing_before: frozenset[str] | None = None  # keys found stored at the first attempt

@@ -16,7 +16,7 @@ from finpulse.schemas import OpinionIndex
 from finpulse.settings import Settings
 from finpulse.sinks.clickhouse import get_client
 from finpulse.sinks.migrations import migrate
-from finpulse.sinks.writer import ClickHouseWriter
+from finpulse.sinks.writer import ClickHouseWriter, WriteResult
 from finpulse.streams import recovery, topics
 from finpulse.streams.alerts import AlertService
 from finpulse.streams.batches import process_whole
@@ -83,7 +83,7 @@ class WorkerState:
         log.info("worker ready: model %s, ClickHouse %s", scorer.version, _redacted(self.settings))
         return self.pipeline
 
-    async def _alert_on_scored(self, rows: Columns, inserted: int) -> None:
+    async def _alert_on_scored(self, rows: Columns, stored: WriteResult) -> None:
         assert self.alerts is not None
         await self.alerts.on_scored(rows)
 

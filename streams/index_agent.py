@@ -60,7 +60,7 @@ from faust.types import EventT
 from finpulse.entities import EntityLinker
 from finpulse.schemas import OpinionIndex, Scope
 from finpulse.sinks.clickhouse import get_client
-from finpulse.sinks.writer import ClickHouseWriter
+from finpulse.sinks.writer import ClickHouseWriter, WriteResult
 from finpulse.streams import topics
 from finpulse.streams.batches import process_whole
 from finpulse.streams.guard import OffsetGuard
@@ -215,17 +215,20 @@ class IndexStage:
 
     # --- scored side ------------------------------------------------------------------------------
 
-    async def on_scored(self, rows: Columns, inserted: int) -> int:
+    async def on_scored(self, rows: Columns, stored: WriteResult) -> int:
         """Publish the partial aggregates of a stored batch (``scored_event_columns`` layout).
 
-        ``inserted`` is what the writer stored of it (``WriteResult.inserted``); fewer than the batch's
-        distinct events means an earlier attempt stored the rest. Returns the partial messages sent.
+        ``stored`` is what the writer did with it. An event it found stored already (``existing``, rare) was
+        stored either by an earlier attempt of this batch (the same message: it is flagged as replayed) or
+        from another message (its feed sent it twice: it is not counted again). Returns the partial
+        messages sent.
         """
-        ids = rows["event_id"]
-        replayed = None
-        if ids and inserted < len(set(ids)):
-            replayed = await asyncio.to_thread(self._stored_earlier, rows)
-        partials = await asyncio.to_thread(batch_partials, rows, self.config, self._linker.market_of, replayed)
+        replayed = repeated = None
+        if stored.existing:
+            replayed, repeated = await asyncio.to_thread(self._stored_earlier, rows, stored.existing)
+        partials = await asyncio.to_thread(
+            batch_partials, rows, self.config, self._linker.market_of, replayed, repeated
+        )
         for tp, offset in partials.last_offsets.items():
             self._consumed[tp] = max(self._consumed.get(tp, -1), offset)
         producer = self._state.producer
@@ -265,21 +268,29 @@ class IndexStage:
             return {}
         return positions
 
-    def _stored_earlier(self, rows: Columns) -> np.ndarray:
-        # Rare (a batch redelivered after a crash): reads the table, where a projection cannot help.
-        ids = list(rows["event_id"])
+    def _stored_earlier(self, rows: Columns, existing: frozenset[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(replayed, repeated) flags in batch order for the events stored before the batch was written."""
         found = (
             self._clickhouse()
             .query(
-                "SELECT event_id FROM scored_events "
-                "WHERE event_id IN {ids:Array(String)} AND stored_at < {at:DateTime64(6, 'UTC')}",
-                parameters={"ids": ids, "at": rows["stored_at"][0]},
+                "SELECT event_id, source_topic, partition, offset FROM scored_events "
+                "WHERE event_id IN {ids:Array(String)}",
+                parameters={"ids": list(existing)},
             )
             .result_rows
         )
-        earlier = {row[0] for row in found}
-        log.info("scored batch replayed: %d of %d events were stored by an earlier attempt", len(earlier), len(ids))
-        return np.fromiter((event_id in earlier for event_id in ids), dtype=bool, count=len(ids))
+        stored_at = {event_id: (topic, partition, offset) for event_id, topic, partition, offset in found}
+        here = zip(rows["event_id"], rows["source_topic"], rows["partition"], rows["offset"], strict=True)
+        same = [stored_at.get(event_id) == (topic, partition, offset) for event_id, topic, partition, offset in here]
+        earlier = np.fromiter((event_id in stored_at for event_id in rows["event_id"]), dtype=bool)
+        replayed = np.array(same, dtype=bool)
+        repeated = earlier & ~replayed
+        log.info(
+            "scored batch: %d of %d events were stored by an earlier attempt, %d sent twice by their feed "
+            "(not counted again)",
+            replayed.sum(), len(replayed), repeated.sum(),
+        )  # fmt: skip
+        return replayed, repeated
 
     async def _tick_keys_for(self, producer: AIOKafkaProducer) -> list[bytes]:
         """One key per partition of the partials topic (found with the producer's partitioner)."""

@@ -301,12 +301,14 @@ def batch_partials(
     config: IndexConfig,
     market_of: Callable[[str], str | None],
     replayed: np.ndarray | None = None,
+    repeated: np.ndarray | None = None,
 ) -> BatchPartials:
     """Partial aggregates of one scored batch (``scored_event_columns`` layout), grouped per key and window.
 
     ``replayed`` flags events that an earlier attempt of this batch had stored already; they travel as
     single events (``KeyPartial.replayed``) so the index state can tell whether they were applied.
-    A repeated event id counts once (its first row), as in ``scored_events``.
+    ``repeated`` flags events stored earlier from another message (their feed sent them twice): they are
+    not counted again. A repeated event id counts once (its first row), as in ``scored_events``.
     """
     ids = list(columns["event_id"])
     if not ids:
@@ -327,14 +329,16 @@ def batch_partials(
     )  # fmt: skip
     offsets = np.asarray(_take(columns["offset"], rows), dtype=np.int64)
     was_replayed = np.zeros(n, dtype=bool) if replayed is None else np.asarray(replayed, dtype=bool)[keep]
+    was_repeated = np.zeros(n, dtype=bool) if repeated is None else np.asarray(repeated, dtype=bool)[keep]
 
     events = _Events(ids, event_ms, scores, labels, kinds, sources, _take(columns["text"], rows))
     key_rows = _key_rows(kinds, sources, _take(columns["tickers"], rows), market_of)
     partials = [KeyPartial(scope=scope, key=key) for scope, key in key_rows.names]
     _add_raw_high_water(partials, key_rows, raw_tps, offsets)
-    fresh = ~was_replayed[key_rows.event]
+    fresh = ~(was_replayed | was_repeated)[key_rows.event]
     _add_windows(partials, key_rows, fresh, events, config.windows_s)
-    for event, key in zip(key_rows.event[~fresh].tolist(), key_rows.key[~fresh].tolist(), strict=True):
+    single = was_replayed[key_rows.event]
+    for event, key in zip(key_rows.event[single].tolist(), key_rows.key[single].tolist(), strict=True):
         partials[key].replayed.append(ReplayedEvent(
             str(raw_tps[event]), int(offsets[event]), int(event_ms[event]), float(scores[event]),
             int(labels[event]), ids[event],

@@ -37,9 +37,9 @@ from finpulse.streams.validate import EventParser, RawMessage
 
 log = logging.getLogger("finpulse.pipeline")
 
-# Awaited with every stored batch (``scored_event_columns`` layout) and how many of its rows were new,
-# before the batch's offsets are committed: the index stage and the alert engine's event rules.
-OnStored = Callable[[Columns, int], Awaitable[object]]
+# Awaited with every stored batch (``scored_event_columns`` layout) and what the writer did with it, before
+# the batch's offsets are committed: the index stage and the alert engine's event rules.
+OnStored = Callable[[Columns, WriteResult], Awaitable[object]]
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class ScoringPipeline:
                 token, stored.duplicates, len(parsed.events), stored.skipped_existing, stored.skipped_in_batch,
             )  # fmt: skip
         for hook in self._on_stored:
-            await hook(scored_rows, stored.inserted)
+            await hook(scored_rows, stored)
         stored_at = time.perf_counter()
 
         await asyncio.gather(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -56,6 +56,11 @@ class Rejected:
     message: RawMessage
     reason: str
     error: str
+    # Computed once: the DLQ row and the DLQ record both carry it, and a payload can be megabytes.
+    payload_sha256: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "payload_sha256", hashlib.sha256(self.message.value).hexdigest())
 
     @property
     def dlq_id(self) -> str:
@@ -63,10 +68,6 @@ class Rejected:
         # while a redelivered message, which carries its stored timestamp, keeps its id.
         m = self.message
         return f"{m.topic}:{m.partition}:{m.offset}:{m.timestamp_ms}"
-
-    @property
-    def payload_sha256(self) -> str:
-        return hashlib.sha256(self.message.value).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

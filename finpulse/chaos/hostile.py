@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
 
 from finpulse.chaos.traffic import Message
 from finpulse.feed import SOCIAL_TOPIC
@@ -24,8 +26,19 @@ from finpulse.identity import EventKey
 TEN_MB = 10 * 1024 * 1024
 
 
-def _post(event_id: str, text: object = "$AAPL beats estimates, shares jump", **extra: object) -> dict:
-    return {"id": event_id, "platform": "x", "author": "a", "created_at": "2026-11-25T12:00:00Z", "text": text} | extra
+class _Post(Protocol):
+    """Makes a valid social post as a dict, for a builder to spoil; every post of a run has one date."""
+
+    def __call__(self, event_id: str, text: object = ..., **extra: object) -> dict: ...
+
+
+def _post_at(created_at: datetime) -> _Post:
+    stamp = created_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+    def post(event_id: str, text: object = "$AAPL beats estimates, shares jump", **extra: object) -> dict:
+        return {"id": event_id, "platform": "x", "author": "a", "created_at": stamp, "text": text} | extra
+
+    return post
 
 
 def _event(event_id: str, document: dict, category: str) -> Message:
@@ -41,68 +54,68 @@ def _nested(depth: int) -> str:
     return "[" * depth + "]" * depth
 
 
-def _bad_json(i: str, rng: random.Random) -> Message:
-    cut = json.dumps(_post(i)).encode()
+def _bad_json(i: str, rng: random.Random, post: _Post) -> Message:
+    cut = json.dumps(post(i)).encode()
     return _bad(i, cut[: rng.randint(1, len(cut) - 1)], "bad_json")
 
 
-def _bad_utf8(i: str, rng: random.Random) -> Message:
-    return _bad(i, json.dumps(_post(i, "PLACEHOLDER")).encode().replace(b"PLACEHOLDER", b"\xff\xfe\xc3("), "bad_utf8")
+def _bad_utf8(i: str, rng: random.Random, post: _Post) -> Message:
+    return _bad(i, json.dumps(post(i, "PLACEHOLDER")).encode().replace(b"PLACEHOLDER", b"\xff\xfe\xc3("), "bad_utf8")
 
 
-def _wrong_types(i: str, rng: random.Random) -> Message:
+def _wrong_types(i: str, rng: random.Random, post: _Post) -> Message:
     field, value = rng.choice([("text", 42), ("created_at", "yesterday"), ("id", ["x"]), ("tickers", "AAPL")])
-    return _bad(i, json.dumps(_post(i) | {field: value}).encode(), "wrong_types")
+    return _bad(i, json.dumps(post(i) | {field: value}).encode(), "wrong_types")
 
 
-def _missing_field(i: str, rng: random.Random) -> Message:
-    document = _post(i)
+def _missing_field(i: str, rng: random.Random, post: _Post) -> Message:
+    document = post(i)
     del document[rng.choice(["text", "platform", "created_at"])]
     return _bad(i, json.dumps(document).encode(), "missing_field")
 
 
-def _empty_text(i: str, rng: random.Random) -> Message:
-    return _bad(i, json.dumps(_post(i, rng.choice(["", " ", "\x00\x07 ", "\u200b"]))).encode(), "empty_text")
+def _empty_text(i: str, rng: random.Random, post: _Post) -> Message:
+    return _bad(i, json.dumps(post(i, rng.choice(["", " ", "\x00\x07 ", "\u200b"]))).encode(), "empty_text")
 
 
-def _huge_text(i: str, rng: random.Random) -> Message:
+def _huge_text(i: str, rng: random.Random, post: _Post) -> Message:
     # under the default 1 MB limit: a legal event, scored on its first max_text_chars characters
-    return _event(i, _post(i, "$TSLA recall widens " + "word " * rng.randint(20_000, 150_000)), "huge_text")
+    return _event(i, post(i, "$TSLA recall widens " + "word " * rng.randint(20_000, 150_000)), "huge_text")
 
 
-def _ten_mb(i: str, rng: random.Random) -> Message:
-    return _bad(i, json.dumps(_post(i, "$NVDA " + "x" * TEN_MB)).encode(), "ten_mb")
+def _ten_mb(i: str, rng: random.Random, post: _Post) -> Message:
+    return _bad(i, json.dumps(post(i, "$NVDA " + "x" * TEN_MB)).encode(), "ten_mb")
 
 
-def _deeply_nested(i: str, rng: random.Random) -> Message:
+def _deeply_nested(i: str, rng: random.Random, post: _Post) -> Message:
     return _bad(
         i,
-        json.dumps(_post(i)).encode()[:-1] + b', "nested": ' + _nested(rng.randint(5_000, 100_000)).encode() + b"}",
+        json.dumps(post(i)).encode()[:-1] + b', "nested": ' + _nested(rng.randint(5_000, 100_000)).encode() + b"}",
         "deeply_nested",
     )
 
 
-def _control_chars(i: str, rng: random.Random) -> Message:
-    return _event(i, _post(i, "Tesla\x00 recalls \x1b2M cars\tin the\x7f US\r\n$TSLA"), "control_chars")
+def _control_chars(i: str, rng: random.Random, post: _Post) -> Message:
+    return _event(i, post(i, "Tesla\x00 recalls \x1b2M cars\tin the\x7f US\r\n$TSLA"), "control_chars")
 
 
-def _huge_id(i: str, rng: random.Random) -> Message:
+def _huge_id(i: str, rng: random.Random, post: _Post) -> Message:
     # 256 characters is the longest id the schema takes; longer ones belong in the DLQ
     event_id = (i + "-" + "9" * rng.choice([256, 10_000]))[: rng.choice([256, 10_000])]
-    document = _post(event_id)
+    document = post(event_id)
     message = _event(event_id, document, "huge_id")
     return message if len(event_id) <= 256 else _bad(event_id, message.value, "huge_id")
 
 
-def _unknown_fields(i: str, rng: random.Random) -> Message:
-    return _event(i, _post(i, **{"likes": 10, "x-extra": {"a": [1, 2]}, "__proto__": None}), "unknown_fields")
+def _unknown_fields(i: str, rng: random.Random, post: _Post) -> Message:
+    return _event(i, post(i, **{"likes": 10, "x-extra": {"a": [1, 2]}, "__proto__": None}), "unknown_fields")
 
 
-def _not_an_object(i: str, rng: random.Random) -> Message:
+def _not_an_object(i: str, rng: random.Random, post: _Post) -> Message:
     return _bad(i, rng.choice([b"null", b"[]", b"42", b'"text"', b""]), "not_an_object")
 
 
-CATEGORIES: dict[str, Callable[[str, random.Random], Message]] = {
+CATEGORIES: dict[str, Callable[[str, random.Random, _Post], Message]] = {
     "bad_json": _bad_json,
     "bad_utf8": _bad_utf8,
     "wrong_types": _wrong_types,
@@ -121,8 +134,18 @@ CATEGORIES: dict[str, Callable[[str, random.Random], Message]] = {
 _RARE = {"ten_mb": 0.005, "huge_text": 0.02, "deeply_nested": 0.02}
 
 
-def hostile_inputs(count: int, *, seed: int, run_id: str) -> list[Message]:
-    """``count`` hostile messages, every category present once ``count >= len(CATEGORIES)``."""
+def hostile_inputs(
+    count: int, *, seed: int, run_id: str, created_at: datetime | Sequence[datetime] | None = None
+) -> list[Message]:
+    """``count`` hostile messages, every category present once ``count >= len(CATEGORIES)``.
+
+    ``created_at`` dates the posts: one date for all, or one per input in order (default: now). Dated
+    like the feed around them, those that still make a valid event arrive on time, as a live producer's
+    would (see ``mix_slots``).
+    """
+    dates = [created_at or datetime.now(UTC)] * count if not isinstance(created_at, Sequence) else created_at
+    if len(dates) != count:
+        raise ValueError(f"{len(dates)} dates for {count} hostile inputs")
     rng = random.Random(f"finpulse-hostile:{seed}")
     names = list(CATEGORIES)
     common = [n for n in names if n not in _RARE]
@@ -138,14 +161,19 @@ def hostile_inputs(count: int, *, seed: int, run_id: str) -> list[Message]:
             original = rng.choice(out)
             out.append(Message(original.topic, original.value, original.key, original.identity, "duplicate"))
             continue
-        out.append(CATEGORIES[category](f"{run_id}-h{index:05d}", rng))
+        out.append(CATEGORIES[category](f"{run_id}-h{index:05d}", rng, _post_at(dates[index])))
     return out
+
+
+def mix_slots(valid: int, hostile: int, *, seed: int) -> list[int]:
+    """Where ``mix`` puts each hostile input: before the valid message of that index (ascending)."""
+    rng = random.Random(f"finpulse-hostile-mix:{seed}")
+    return sorted(rng.randrange(valid + 1) for _ in range(hostile))
 
 
 def mix(valid: list[Message], hostile: list[Message], *, seed: int) -> list[Message]:
     """The valid messages in order, with the hostile ones spread among them at random places."""
-    rng = random.Random(f"finpulse-hostile-mix:{seed}")
-    slots = sorted(rng.randrange(len(valid) + 1) for _ in hostile)
+    slots = mix_slots(len(valid), len(hostile), seed=seed)
     mixed: list[Message] = []
     previous = 0
     for slot, message in zip(slots, hostile, strict=True):

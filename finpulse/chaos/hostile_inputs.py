@@ -1,58 +1,95 @@
 """Hostile inputs mixed into a valid feed: valid events stored once, the rest dead-lettered, speed kept.
 
-The same valid events go through the same worker twice: once alone, once with the hostile inputs
-(``hostile.py``) spread among them. Each pass is produced in full while the worker is stopped, then the
-worker drains it; throughput is valid events per second from the pass's first row stored to its last row
-stored (or dead-lettered), so the two passes are compared on the worker's work alone. A message
-the broker itself refuses (too large for it) was never accepted by Kafka; it is reported apart.
+The worker drains *passes* of the same number of valid events, clean ones (valid events alone) and mixed
+ones (the same kind of events with the hostile inputs of ``hostile.py`` spread among them), taken in turn
+and starting and ending with a clean one: clean, mixed, clean, mixed, clean. Whatever drifts during a run
+(the tables grow, the machine is busier for a while) then weighs on both kinds alike, and throughput is
+compared as the valid events of each kind over the seconds they took.
+
+Each pass is one fresh stretch of market time after the last, as a live feed's would be, and each hostile
+input is dated like the valid event next to it. A pass is produced in full while the worker is stopped,
+so what is timed is the worker's processing, not this harness's producer (ten 10 MB messages take a
+while to send). A pass is timed from its first row stored to its last row stored (or dead-lettered);
+while it drains, the harness watches the group's committed offsets at the broker and reads nothing
+through the worker. A message the broker itself refuses (too large for it) was never accepted by Kafka;
+it is reported apart.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
+from datetime import timedelta
 
-from finpulse.chaos.accounting import Query, read_store, tally
-from finpulse.chaos.hostile import hostile_inputs, mix
+from finpulse.chaos.accounting import Query
+from finpulse.chaos.hostile import hostile_inputs, mix, mix_slots
 from finpulse.chaos.result import ChaosResult, ScenarioSize
-from finpulse.chaos.stack import drain, scenario_settings
-from finpulse.chaos.traffic import Feeder, valid_messages
-from finpulse.harness import EmbeddedPipeline
+from finpulse.chaos.stack import commits_at_end, drain, process_cpu_s, scenario_settings, wait_for_commits
+from finpulse.chaos.traffic import Accepted, Feeder, Message, Refused, end_offsets, event_time, valid_messages
+from finpulse.feed import default_start
+from finpulse.harness import EmbeddedPipeline, WorkerProcess
 from finpulse.settings import Settings
 
 NAME = "hostile-inputs"
 SLOWDOWN_ALLOWED = 0.10
+PASS_SPAN = timedelta(hours=6)  # market time each pass covers
+WARM_UP_EVENTS = 200
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One drained pass: which kind, what Kafka took of it, and how fast its valid events were stored."""
+
+    run_id: str
+    mixed: bool
+    accepted: list[Accepted]
+    refused: list[Refused]
+    valid_per_s: float
+    seconds: float
+    worker_cpu_s: float | None  # from the worker being ready to the pass committed (None off Linux)
 
 
 def run(settings: Settings, size: ScenarioSize, *, seed: int = 0) -> ChaosResult:
-    own = scenario_settings(settings, "hostile")
-    clean = valid_messages(size.events, seed=seed + 4, run_id="clean")
-    valid = valid_messages(size.events, seed=seed + 4, run_id="mixed")
-    hostile = hostile_inputs(size.hostile_inputs, seed=seed, run_id="hostile")
+    # the accounting reads every stored identity at the end: more rows than an answer may have by default
+    own = scenario_settings(settings, "hostile", sql_max_rows=max(settings.sql_max_rows, 10 * size.events * 6))
+    kinds = [index % 2 == 1 for index in range(size.throughput_passes)]  # clean, mixed, clean, …
+    first_start = default_start(PASS_SPAN * (len(kinds) + 1))
+    passes: list[Pass] = []
     with EmbeddedPipeline(own) as pipeline:
         worker = pipeline.worker
         assert worker is not None
         # the first batch waits for the group to form: warm up first, so that only processing is timed
-        warm = Feeder(pipeline.bootstrap_servers, own, valid_messages(200, seed=seed, run_id="warm")).send_all()
-        drain(worker.query, warm.accepted, timeout_s=300)
-        # Each pass is sent in full while the worker is stopped, so what is timed is the worker's
-        # processing, not how fast this harness can produce (ten 10 MB messages take a while to send).
-        worker.stop()
-        first = Feeder(pipeline.bootstrap_servers, own, clean).send_all()
-        worker = pipeline.worker = pipeline.start_worker()
-        drain(worker.query, first.accepted, timeout_s=600)
-        clean_rate = _valid_per_s(worker.query, "clean", size.events)
-        worker.stop()
-        second = Feeder(pipeline.bootstrap_servers, own, mix(valid, hostile, seed=seed)).send_all()
-        worker = pipeline.worker = pipeline.start_worker()
-        result, _ = drain(worker.query, second.accepted, timeout_s=600)
-        mixed_rate = _valid_per_s(worker.query, "mixed", size.events)
-        overall = tally(warm.accepted + first.accepted + second.accepted, read_store(worker.query))
+        warm = valid_messages(WARM_UP_EVENTS, seed=seed, run_id="warm", start=first_start, span=PASS_SPAN)
+        accepted = Feeder(pipeline.bootstrap_servers, own, warm).send_all().accepted
+        drain(worker.query, accepted, timeout_s=300)
+        for index, mixed in enumerate(kinds):
+            start = first_start + PASS_SPAN * (index + 1)
+            run_id = f"{'mixed' if mixed else 'clean'}{index}"
+            messages = valid_messages(size.events, seed=seed + 4, run_id=run_id, start=start, span=PASS_SPAN)
+            if mixed:
+                messages = _mixed(messages, size.hostile_inputs, seed=seed, run_id=f"hostile{index}")
+            worker.stop()
+            feed = Feeder(pipeline.bootstrap_servers, own, messages).send_all()
+            accepted += feed.accepted
+            worker = pipeline.worker = pipeline.start_worker()
+            cpu_at_ready = _worker_cpu_s(worker)
+            committed = wait_for_commits(pipeline.bootstrap_servers, own, end_offsets(accepted), timeout_s=600)
+            if not commits_at_end(committed, end_offsets(accepted)):
+                break  # the accounting below says what is missing
+            cpu_at_end = _worker_cpu_s(worker)
+            cpu = None if cpu_at_ready is None or cpu_at_end is None else cpu_at_end - cpu_at_ready
+            seconds = _seconds_to_store(worker.query, run_id)
+            rate = size.events / seconds if seconds > 0 else 0.0
+            passes.append(Pass(run_id, mixed, feed.accepted, feed.refused, rate, seconds, cpu))
+        overall, _ = drain(worker.query, accepted, timeout_s=300)
         reasons = {
             r["reason"]: int(r["n"])
             for r in worker.query("SELECT reason, count() AS n FROM dlq_events GROUP BY reason")
         }
-    hostile_accepted = [a for a in second.accepted if not a.message.must_store]
+    clean_rate, mixed_rate = _throughput(passes, mixed=False), _throughput(passes, mixed=True)
     ratio = mixed_rate / clean_rate if clean_rate else 0.0
+    hostile_accepted = [a for p in passes if p.mixed for a in p.accepted if not a.message.must_store]
+    refused = [r for p in passes for r in p.refused]
     return ChaosResult.of(
         NAME,
         overall,
@@ -60,33 +97,67 @@ def run(settings: Settings, size: ScenarioSize, *, seed: int = 0) -> ChaosResult
         details={
             "hostile_sent": len(hostile_accepted),
             "hostile_by_category": dict(Counter(a.message.category for a in hostile_accepted)),
-            "refused_by_kafka": dict(Counter(r.message.category for r in first.refused + second.refused)),
-            "refused_errors": sorted({r.error[:160] for r in second.refused})[:3],
+            "refused_by_kafka": dict(Counter(r.message.category for r in refused)),
+            "refused_errors": sorted({r.error[:160] for r in refused})[:3],
             "dlq_reasons": reasons,
+            "passes": [
+                {
+                    "pass": p.run_id,
+                    "valid_per_s": round(p.valid_per_s, 1),
+                    "seconds": round(p.seconds, 2),
+                    "worker_cpu_s": None if p.worker_cpu_s is None else round(p.worker_cpu_s, 2),
+                }
+                for p in passes
+            ],
+            # worker CPU per 1,000 valid events: less swayed by a busy machine than the wall-clock rates
+            "clean_worker_cpu_s_per_1k": _cpu_per_1k(passes, size.events, mixed=False),
+            "mixed_worker_cpu_s_per_1k": _cpu_per_1k(passes, size.events, mixed=True),
             "clean_valid_per_s": round(clean_rate, 1),
             "mixed_valid_per_s": round(mixed_rate, 1),
             "throughput_ratio": round(ratio, 3),
         },
         checks={
-            "every valid event stored once (none in the DLQ)": overall.valid_in_dlq == 0 and result.lost == 0,
+            "every pass drained": len(passes) == len(kinds),
+            "every valid event stored once (none in the DLQ)": overall.valid_in_dlq == 0 and overall.lost == 0,
             f"throughput with hostile input within {SLOWDOWN_ALLOWED:.0%}": ratio >= 1 - SLOWDOWN_ALLOWED,
         },
     )
 
 
-def _valid_per_s(query: Query, run_id: str, events: int) -> float:
-    """Valid events of the run per second, from its first row stored to the last thing it stored.
+def _mixed(valid: list[Message], count: int, *, seed: int, run_id: str) -> list[Message]:
+    """``count`` hostile inputs spread among ``valid``, each dated like the valid event it comes before."""
+    slots = mix_slots(len(valid), count, seed=seed)
+    dates = [event_time(valid[min(slot, len(valid) - 1)]) for slot in slots]
+    return mix(valid, hostile_inputs(count, seed=seed, run_id=run_id, created_at=dates), seed=seed)
 
-    Rows are stored per batch, so the first batch's own processing time is left out of both passes alike.
+
+def _throughput(passes: list[Pass], *, mixed: bool) -> float:
+    """Valid events per second over all passes of one kind: their events over their summed seconds."""
+    chosen = [p for p in passes if p.mixed == mixed]
+    seconds = sum(p.seconds for p in chosen)
+    return sum(p.valid_per_s * p.seconds for p in chosen) / seconds if seconds > 0 else 0.0
+
+
+def _worker_cpu_s(worker: WorkerProcess) -> float | None:
+    return None if worker.process is None else process_cpu_s(worker.process.pid)
+
+
+def _cpu_per_1k(passes: list[Pass], events: int, *, mixed: bool) -> float | None:
+    spent = [p.worker_cpu_s for p in passes if p.mixed == mixed]
+    if not spent or any(cpu is None for cpu in spent):
+        return None
+    return round(sum(spent) / (len(spent) * events / 1000), 3)  # type: ignore[arg-type]
+
+
+def _seconds_to_store(query: Query, run_id: str) -> float:
+    """Seconds from the pass's first row stored to the last thing stored since (a row or a DLQ entry).
+
+    Rows are stored per batch, so the first batch's own processing time is left out of every pass alike.
     """
+    mine = f"FROM scored_events WHERE startsWith(source_id, '{run_id}-')"
     row = query(
-        "SELECT"
-        " (SELECT toUnixTimestamp64Micro(min(stored_at)) FROM scored_events"
-        f"  WHERE startsWith(source_id, '{run_id}-')) / 1e6 AS first,"
-        " greatest("
-        "  (SELECT toUnixTimestamp64Micro(max(stored_at)) FROM scored_events"
-        f"   WHERE startsWith(source_id, '{run_id}-')),"
+        f"SELECT (SELECT toUnixTimestamp64Micro(min(stored_at)) {mine}) / 1e6 AS first,"
+        f" greatest((SELECT toUnixTimestamp64Micro(max(stored_at)) {mine}),"
         "  (SELECT toUnixTimestamp64Micro(max(received_at)) FROM dlq_events)) / 1e6 AS last"
     )[0]
-    elapsed = float(row["last"]) - float(row["first"])
-    return events / elapsed if elapsed > 0 else 0.0
+    return max(0.0, float(row["last"]) - float(row["first"]))

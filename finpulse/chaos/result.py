@@ -22,6 +22,7 @@ class ScenarioSize:
     kill_cycles: int = 20
     events: int = 20_000
     hostile_inputs: int = 1_000
+    throughput_passes: int = 5  # hostile-inputs: clean and mixed passes taken in turn, clean first and last
     outage_s: float = 60.0
 
     @classmethod
@@ -30,7 +31,7 @@ class ScenarioSize:
 
     @classmethod
     def small(cls) -> ScenarioSize:
-        return cls(kill_cycles=3, events=3_000, hostile_inputs=200, outage_s=8.0)
+        return cls(kill_cycles=3, events=3_000, hostile_inputs=200, throughput_passes=3, outage_s=8.0)
 
 
 @dataclass(frozen=True)

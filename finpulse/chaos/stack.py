@@ -7,9 +7,11 @@ settings name a broker, its own topic prefix and consumer group: no scenario see
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import httpx
 from aiokafka import AIOKafkaConsumer
@@ -89,6 +91,15 @@ def supervise(pipeline: EmbeddedPipeline, exits: list[int]) -> None:
     if worker is not None and worker.process is not None and worker.process.poll() is not None:
         exits.append(worker.process.returncode)
         pipeline.worker = pipeline.start_worker()
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system, all threads) a live process has used; None where /proc cannot tell."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (proc(5))
 
 
 def stored_rows(query: Query) -> int:

@@ -11,10 +11,12 @@ as sent, so it cannot be counted as lost.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from aiokafka import AIOKafkaProducer
 
@@ -75,10 +77,21 @@ def message_of(event: NewsArticle | SocialPost, category: str = "valid") -> Mess
     return Message(topic, value, key, identity_of(event), category)
 
 
-def valid_messages(count: int, *, seed: int, run_id: str) -> list[Message]:
-    """``count`` events of the built-in steady feed, ids prefixed with ``run_id`` so runs never collide."""
-    events = generate("steady", events=count, seed=seed)
+def valid_messages(
+    count: int, *, seed: int, run_id: str, start: datetime | None = None, span: timedelta | None = None
+) -> list[Message]:
+    """``count`` events of the built-in steady feed, ids prefixed with ``run_id`` so runs never collide.
+
+    ``start`` and ``span``: the market time the events cover (``feed.generate``'s defaults without them).
+    """
+    events = generate("steady", events=count, seed=seed, start=start, span=span)
     return [message_of(event.model_copy(update={"id": f"{run_id}-{event.id}"})) for event in events]
+
+
+def event_time(message: Message) -> datetime:
+    """When a feed event happened: its ``published_at`` (news) or ``created_at`` (social)."""
+    document = json.loads(message.value)
+    return datetime.fromisoformat(document.get("published_at") or document["created_at"])
 
 
 def new_feed_producer(bootstrap_servers: str) -> AIOKafkaProducer:

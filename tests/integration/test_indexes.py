@@ -229,18 +229,26 @@ async def _replay_a_batch(settings: Settings, client: Client) -> None:
         ids = [f"replay-{i}" for i in range(6)]
         first = scored_rows(ids[:4], datetime.now(UTC))
         stored = writer.write("scored_events", first, key="event_id", dedup_token="replay/0-3")
-        await stage.on_scored(first, stored.inserted)
+        await stage.on_scored(first, stored)
         # redelivered with two more events: the first four are stored already
         again = scored_rows(ids, datetime.now(UTC) + timedelta(milliseconds=5))
         stored = writer.write("scored_events", again, key="event_id", dedup_token="replay/0-5")
         assert stored.inserted == 2
-        await stage.on_scored(again, stored.inserted)
+        await stage.on_scored(again, stored)
+        # the feed sends replay-2 a second time, as a new message at offset 6, beside a new event
+        later = scored_rows(["replay-2", "replay-6"], datetime.now(UTC) + timedelta(milliseconds=10))
+        later["offset"] = [6, 7]
+        stored = writer.write("scored_events", later, key="event_id", dedup_token="replay/6-7")
+        assert (stored.inserted, stored.existing) == (1, frozenset({"replay-2"}))
+        await stage.on_scored(later, stored)
     finally:
         stage.close()
         await state.producer.stop()
 
 
-def test_a_replayed_batch_flags_the_events_an_earlier_attempt_stored(pipeline_settings: Settings, tmp_path) -> None:
+def test_a_replayed_batch_flags_the_events_an_earlier_attempt_stored_and_a_repeat_is_not_counted_again(
+    pipeline_settings: Settings, tmp_path
+) -> None:
     settings = pipeline_settings.model_copy(update={"clickhouse_dsn": f"chdb://{tmp_path / 'clickhouse'}"})
     client = get_client(settings.clickhouse_dsn)
     try:
@@ -248,16 +256,21 @@ def test_a_replayed_batch_flags_the_events_an_earlier_attempt_stored(pipeline_se
         asyncio.run(_replay_a_batch(settings, client))
     finally:
         client.close()  # chDB holds one data directory per process at a time
-    # two batches, each: partials of 5 keys, one tick per partition
-    records = read_topic(settings.broker, settings.topic(topics.INDEX_PARTIALS), 2 * (5 + settings.topic_partitions))
+    # three batches, each: partials of 5 keys, one tick per partition
+    records = read_topic(settings.broker, settings.topic(topics.INDEX_PARTIALS), 3 * (5 + settings.topic_partitions))
 
     partials = [r for r in records if r.key.startswith(b"market:all")]
-    assert len(partials) == 2
-    first, again = (KeyPartial.from_document(json.loads(r.value)) for r in sorted(partials, key=lambda r: r.offset))
+    assert len(partials) == 3
+    first, again, later = (
+        KeyPartial.from_document(json.loads(r.value)) for r in sorted(partials, key=lambda r: r.offset)
+    )
     assert [w.n for w in first.windows if w.window_s == 60] == [4]
     assert [w.n for w in again.windows if w.window_s == 60] == [2]
     assert sorted(r.event_id for r in again.replayed) == [f"replay-{i}" for i in range(4)]
+    # scored_events holds replay-2 once: the index counts it once too, and only replay-6 is new
+    assert [w.n for w in later.windows if w.window_s == 60] == [1]
+    assert later.replayed == []
     for partition in range(settings.topic_partitions):  # each batch: its partials, then its tick
         in_order = sorted((r for r in records if r.partition == partition), key=lambda r: r.offset)
         kinds = "".join("T" if b'"tick"' in r.value else "P" for r in in_order)
-        assert re.fullmatch(r"(P*T){2}", kinds), (partition, kinds)
+        assert re.fullmatch(r"(P*T){3}", kinds), (partition, kinds)

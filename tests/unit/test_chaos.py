@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from datetime import UTC, datetime
 
 from finpulse.chaos.accounting import StoreSnapshot, combined, commits_past_unprocessed, first_unprocessed, tally
 from finpulse.chaos.hostile import CATEGORIES, TEN_MB, hostile_inputs, mix
 from finpulse.chaos.result import ChaosResult
 from finpulse.chaos.traffic import Accepted, Message, end_offsets
 from finpulse.identity import EventKey
+
+AT = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
 
 
 def accepted(offset: int, identity: EventKey | None, category: str = "valid", partition: int = 0) -> Accepted:
@@ -65,14 +69,20 @@ def test_a_result_is_ok_only_without_loss_duplicates_or_failed_checks() -> None:
 
 
 def test_hostile_inputs_are_repeatable_and_cover_every_category() -> None:
-    first = hostile_inputs(300, seed=7, run_id="t")
-    assert first == hostile_inputs(300, seed=7, run_id="t")
-    assert first != hostile_inputs(300, seed=8, run_id="t")
+    first = hostile_inputs(300, seed=7, run_id="t", created_at=AT)
+    assert first == hostile_inputs(300, seed=7, run_id="t", created_at=AT)
+    assert first != hostile_inputs(300, seed=8, run_id="t", created_at=AT)
     assert {m.category for m in first} == set(CATEGORIES)
     assert {m.category for m in hostile_inputs(len(CATEGORIES), seed=1, run_id="t")} == set(CATEGORIES)
     assert any(len(m.value) > TEN_MB for m in first if m.category == "ten_mb")
     assert all(m.identity is None for m in first if m.category in ("bad_json", "bad_utf8", "ten_mb"))
     assert all(m.identity is not None for m in first if m.category in ("control_chars", "unknown_fields"))
+
+
+def test_hostile_events_carry_the_date_they_are_given() -> None:
+    inputs = hostile_inputs(100, seed=5, run_id="t", created_at=AT)
+    stored_kind = [m for m in inputs if m.category in ("control_chars", "unknown_fields")]
+    assert stored_kind and all(json.loads(m.value)["created_at"] == "2026-12-01T09:30:00Z" for m in stored_kind)
 
 
 def test_a_duplicate_repeats_an_earlier_input_byte_for_byte() -> None:

@@ -69,6 +69,8 @@ def test_redelivery_with_other_batch_boundaries_adds_only_new_events(client: Cli
     assert (second.inserted, second.skipped_existing) == (150, 50)
     assert (third.inserted, third.skipped_existing) == (50, 250)
     assert (second.duplicates, third.duplicates) == (50, 250)
+    assert second.existing == frozenset(ids("overlap", 150, 200))  # what the index stage flags as replayed
+    assert third.existing == frozenset(ids("overlap", 100, 350))
     assert count_and_unique(client, prefix="overlap-") == (400, 400)
 
 
