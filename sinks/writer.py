@@ -24,7 +24,7 @@ Example:
     >>> writer = ClickHouseWriter(client, retry_max_s=600)  # doctest: +SKIP
     >>> token = "news.raw:0:100-199"
     >>> writer.write("scored_events", columns, key="event_id", dedup_token=token)  # doctest: +SKIP
-    WriteResult(inserted=100, skipped_existing=0, skipped_in_batch=0, attempts=1)
+    WriteResult(inserted=100, skipped_existing=0, skipped_in_batch=0, attempts=1, existing=frozenset())
 """
 
 from __future__ import annotations
@@ -296,4 +296,4 @@ class _Batch:
 @dataclass
 class _Outcome:
     attempts: int = 0
-    existing_before: frozenset[str] | None = None  # keys found stored at the first attempt
+    existing_before: frozenset[str] | None = None  # keys found stored by the first key check that ran

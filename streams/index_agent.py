@@ -9,8 +9,9 @@ Data flow:
    latest event ms}}``; ``indexes.Indexer`` explains the watermark). A hook rather than an agent on
    ``events.scored``: it saves a hop (serializing, producing and re-consuming every scored event, at
    Faust's ~60 µs per consumed event) and its latency, it sees the batch in columns already, and it runs
-   before the scoring batch's offsets are committed, so a crash redelivers both. From the writer's count
-   it also learns when an earlier attempt of the batch had stored some events, and flags those.
+   before the scoring batch's offsets are committed, so a crash redelivers both. From the keys the writer
+   found stored already it learns which events an earlier attempt of the batch had stored (flagged as
+   replayed) and which the feed sent twice (not counted again).
 2. **Index side** (the ``opinion-index`` agent, ``take_events``). Faust table ``opinion-index`` keyed by
    ``scope:key``. Faust writes a table's changelog to the partition of the event being processed, which
    is undefined for a batch, so the table uses the key partitioner (``use_partitioner=True``): the
@@ -225,7 +226,13 @@ class IndexStage:
         """
         replayed = repeated = None
         if stored.existing:
-            replayed, repeated = await asyncio.to_thread(self._stored_earlier, rows, stored.existing)
+            positions = await asyncio.to_thread(self._stored_positions, stored.existing)
+            replayed, repeated = stored_earlier_flags(rows, positions)
+            log.info(
+                "scored batch: %d of %d events were stored by an earlier attempt, %d sent twice by their feed "
+                "(not counted again)",
+                replayed.sum(), len(replayed), repeated.sum(),
+            )  # fmt: skip
         partials = await asyncio.to_thread(
             batch_partials, rows, self.config, self._linker.market_of, replayed, repeated
         )
@@ -268,29 +275,19 @@ class IndexStage:
             return {}
         return positions
 
-    def _stored_earlier(self, rows: Columns, existing: frozenset[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(replayed, repeated) flags in batch order for the events stored before the batch was written."""
+    def _stored_positions(self, event_ids: frozenset[str]) -> dict[str, Position]:
+        """Where each of these stored events was read from: (source topic, partition, offset)."""
+        # Rare (a redelivery or a feed's repeat): scans the table, where the event-id projection cannot help.
         found = (
             self._clickhouse()
             .query(
                 "SELECT event_id, source_topic, partition, offset FROM scored_events "
                 "WHERE event_id IN {ids:Array(String)}",
-                parameters={"ids": list(existing)},
+                parameters={"ids": sorted(event_ids)},
             )
             .result_rows
         )
-        stored_at = {event_id: (topic, partition, offset) for event_id, topic, partition, offset in found}
-        here = zip(rows["event_id"], rows["source_topic"], rows["partition"], rows["offset"], strict=True)
-        same = [stored_at.get(event_id) == (topic, partition, offset) for event_id, topic, partition, offset in here]
-        earlier = np.fromiter((event_id in stored_at for event_id in rows["event_id"]), dtype=bool)
-        replayed = np.array(same, dtype=bool)
-        repeated = earlier & ~replayed
-        log.info(
-            "scored batch: %d of %d events were stored by an earlier attempt, %d sent twice by their feed "
-            "(not counted again)",
-            replayed.sum(), len(replayed), repeated.sum(),
-        )  # fmt: skip
-        return replayed, repeated
+        return {event_id: (topic, partition, offset) for event_id, topic, partition, offset in found}
 
     async def _tick_keys_for(self, producer: AIOKafkaProducer) -> list[bytes]:
         """One key per partition of the partials topic (found with the producer's partitioner)."""
@@ -508,6 +505,30 @@ class _ReadBatch:
     partials: list[tuple[str, int, int, KeyPartial]]
     ticks: list[tuple[int, Progress]]
     rejected: list[Rejected]
+
+
+Position = tuple[str, int, int]
+"""Where a scored event was read from: (source topic, partition, offset)."""
+
+
+def stored_earlier_flags(rows: Columns, stored_at: Mapping[str, Position]) -> tuple[np.ndarray, np.ndarray]:
+    """(replayed, repeated) flags, in batch order, for the events found stored before the batch was written.
+
+    ``stored_at`` maps those events to the position their stored row was read from. Stored from this very
+    message (a redelivery of the batch): *replayed*. Stored from another message (the feed sent the event
+    twice, so ``scored_events`` keeps the first): *repeated*, not to be counted again. An id twice in one
+    batch is judged row by row, and ``batch_partials`` keeps its first row; in the rare redelivery where
+    that first row is not the one stored earlier, the event is taken as repeated (not counted again).
+    """
+    ids = rows["event_id"]
+    here = zip(ids, rows["source_topic"], rows["partition"], rows["offset"], strict=True)
+    replayed = np.fromiter(
+        (stored_at.get(event_id) == (topic, partition, offset) for event_id, topic, partition, offset in here),
+        dtype=bool,
+        count=len(ids),
+    )
+    earlier = np.fromiter((event_id in stored_at for event_id in ids), dtype=bool, count=len(ids))
+    return replayed, earlier & ~replayed
 
 
 def _read(events: Sequence[EventT]) -> _ReadBatch:

@@ -308,7 +308,7 @@ def batch_partials(
     ``replayed`` flags events that an earlier attempt of this batch had stored already; they travel as
     single events (``KeyPartial.replayed``) so the index state can tell whether they were applied.
     ``repeated`` flags events stored earlier from another message (their feed sent them twice): they are
-    not counted again. A repeated event id counts once (its first row), as in ``scored_events``.
+    not counted again. An id twice in the batch counts once (its first row), as in ``scored_events``.
     """
     ids = list(columns["event_id"])
     if not ids:

@@ -141,7 +141,7 @@ def hostile_inputs(
 
     ``created_at`` dates the posts: one date for all, or one per input in order (default: now). Dated
     like the feed around them, those that still make a valid event arrive on time, as a live producer's
-    would (see ``mix_slots``).
+    would (``hostile_inputs._mixed`` dates each like the valid event it is put before).
     """
     dates = [created_at or datetime.now(UTC)] * count if not isinstance(created_at, Sequence) else created_at
     if len(dates) != count:
@@ -171,9 +171,14 @@ def mix_slots(valid: int, hostile: int, *, seed: int) -> list[int]:
     return sorted(rng.randrange(valid + 1) for _ in range(hostile))
 
 
-def mix(valid: list[Message], hostile: list[Message], *, seed: int) -> list[Message]:
-    """The valid messages in order, with the hostile ones spread among them at random places."""
-    slots = mix_slots(len(valid), len(hostile), seed=seed)
+def mix(
+    valid: list[Message], hostile: list[Message], *, seed: int, slots: Sequence[int] | None = None
+) -> list[Message]:
+    """The valid messages in order, with the hostile ones spread among them at random places.
+
+    ``slots``: where each goes, from ``mix_slots`` (default: ``mix_slots`` with ``seed``).
+    """
+    slots = mix_slots(len(valid), len(hostile), seed=seed) if slots is None else slots
     mixed: list[Message] = []
     previous = 0
     for slot, message in zip(slots, hostile, strict=True):

@@ -50,8 +50,9 @@ class Pass:
 
 
 def run(settings: Settings, size: ScenarioSize, *, seed: int = 0) -> ChaosResult:
-    # the accounting reads every stored identity at the end: more rows than an answer may have by default
-    own = scenario_settings(settings, "hostile", sql_max_rows=max(settings.sql_max_rows, 10 * size.events * 6))
+    # the accounting reads every stored identity and DLQ row at the end: more than an answer may have by default
+    every_message = WARM_UP_EVENTS + size.throughput_passes * (size.events + size.hostile_inputs)
+    own = scenario_settings(settings, "hostile", sql_max_rows=max(settings.sql_max_rows, 2 * every_message))
     kinds = [index % 2 == 1 for index in range(size.throughput_passes)]  # clean, mixed, clean, …
     first_start = default_start(PASS_SPAN * (len(kinds) + 1))
     passes: list[Pass] = []
@@ -128,7 +129,7 @@ def _mixed(valid: list[Message], count: int, *, seed: int, run_id: str) -> list[
     """``count`` hostile inputs spread among ``valid``, each dated like the valid event it comes before."""
     slots = mix_slots(len(valid), count, seed=seed)
     dates = [event_time(valid[min(slot, len(valid) - 1)]) for slot in slots]
-    return mix(valid, hostile_inputs(count, seed=seed, run_id=run_id, created_at=dates), seed=seed)
+    return mix(valid, hostile_inputs(count, seed=seed, run_id=run_id, created_at=dates), seed=seed, slots=slots)
 
 
 def _throughput(passes: list[Pass], *, mixed: bool) -> float:

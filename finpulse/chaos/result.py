@@ -25,6 +25,12 @@ class ScenarioSize:
     throughput_passes: int = 5  # hostile-inputs: clean and mixed passes taken in turn, clean first and last
     outage_s: float = 60.0
 
+    def __post_init__(self) -> None:
+        if self.throughput_passes < 3 or self.throughput_passes % 2 == 0:
+            raise ValueError(
+                f"throughput_passes must be odd and at least 3 (clean, mixed, …, clean), got {self.throughput_passes}"
+            )
+
     @classmethod
     def full(cls) -> ScenarioSize:
         return cls()

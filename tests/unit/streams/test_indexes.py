@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from finpulse.streams.index_agent import stored_earlier_flags
 from finpulse.streams.indexes import (
     TOP_EVENTS_PER_SIDE,
     TOP_TEXT_CHARS,
@@ -70,14 +71,19 @@ def columns(events: list[Ev]) -> dict[str, list[object]]:
     }
 
 
-def batch_of(events: list[Ev], config: IndexConfig, replayed: list[bool] | None = None) -> BatchPartials:
+def batch_of(
+    events: list[Ev], config: IndexConfig, replayed: list[bool] | None = None, repeated: list[bool] | None = None
+) -> BatchPartials:
     flags = None if replayed is None else np.array(replayed)
-    return batch_partials(columns(events), config, MARKETS.get, flags)
+    repeats = None if repeated is None else np.array(repeated)
+    return batch_partials(columns(events), config, MARKETS.get, flags, repeats)
 
 
-def partials_of(events: list[Ev], config: IndexConfig, replayed: list[bool] | None = None) -> dict[str, KeyPartial]:
+def partials_of(
+    events: list[Ev], config: IndexConfig, replayed: list[bool] | None = None, repeated: list[bool] | None = None
+) -> dict[str, KeyPartial]:
     # through JSON, as the partials travel on the topic
-    batch = batch_of(events, config, replayed)
+    batch = batch_of(events, config, replayed, repeated)
     return {p.table_key: KeyPartial.from_document(json.loads(p.to_json())) for p in batch.keys}
 
 
@@ -106,10 +112,16 @@ class Feeder:
             self.records[ref] = u.update
         return outcome
 
-    def batch(self, events: list[Ev], replayed: list[bool] | None = None, behind: tuple[str, ...] = ()):
+    def batch(
+        self,
+        events: list[Ev],
+        replayed: list[bool] | None = None,
+        behind: tuple[str, ...] = (),
+        repeated: list[bool] | None = None,
+    ):
         """A scored batch; its raw partitions caught up unless named in ``behind``."""
         messages = []
-        for table_key, partial in partials_of(events, self.config, replayed).items():
+        for table_key, partial in partials_of(events, self.config, replayed, repeated).items():
             messages.append((table_key, 0, self.offset, partial))
             self.offset += 1
         latest = batch_of(events, self.config).progress
@@ -386,6 +398,23 @@ def test_replayed_events_count_once_whether_or_not_their_first_attempt_was_appli
     assert lost_before_publishing.indexer.states["market:all"].sizes[60].open[to_ms(T0)].n == 6
 
 
+def test_a_stored_event_is_replayed_from_the_same_message_and_repeated_from_another() -> None:
+    batch = [Ev("e1", 1, 0.1, offset=1), Ev("e2", 2, 0.1, offset=7), Ev("e9", 9, 0.1, offset=8)]
+    stored_at = {"e1": ("t.social.raw", 0, 1), "e2": ("t.social.raw", 0, 2)}  # e2 came first at offset 2
+    replayed, repeated = stored_earlier_flags(columns(batch), stored_at)
+    assert (replayed.tolist(), repeated.tolist()) == ([True, False, False], [False, True, False])
+
+
+def test_an_event_its_feed_sent_twice_is_counted_once() -> None:
+    config = IndexConfig(windows_s=(60,))
+    feeder = Feeder(config)
+    feeder.batch([Ev(f"e{i}", i, 0.1, offset=i) for i in range(4)])
+    # e2 again, as a new message at offset 7: scored_events keeps its first copy, so must the index
+    outcome = feeder.batch([Ev("e2", 2, 0.1, offset=7), Ev("e9", 9, 0.1, offset=8)], repeated=[True, False])
+    assert feeder.indexer.states["market:all"].sizes[60].open[to_ms(T0)].n == 5
+    assert outcome.updates  # the new event still moved the window
+
+
 def test_state_survives_a_round_trip_through_the_table() -> None:
     feeder = Feeder(IndexConfig(windows_s=(60, 300), allowed_lateness_ms=0))
     feeder.batch([Ev("a", 10, 0.5, tickers=["AAPL"]), Ev("b", 130, -0.5, "bearish", tickers=["AAPL"])])
@@ -466,8 +495,7 @@ def test_closed_windows_match_a_brute_force_recount() -> None:
         assert f.mean_score == pytest.approx(scores.mean(), abs=1e-12)
         assert f.dispersion == pytest.approx(scores.std(), abs=1e-9)
         assert f.net_sentiment == pytest.approx(
-            (sum(e.label == "bullish" for e in expected) - sum(e.label == "bearish" for e in expected))
-            / len(expected)
+            (sum(e.label == "bullish" for e in expected) - sum(e.label == "bearish" for e in expected)) / len(expected)
         )
         assert agg.late == late_count[(table_key, w, agg.start_ms)]
         starts = starts_with_events[(table_key, w)]
