@@ -24,7 +24,7 @@ Example:
     >>> writer = ClickHouseWriter(client, retry_max_s=600)  # doctest: +SKIP
     >>> token = "news.raw:0:100-199"
     >>> writer.write("scored_events", columns, key="event_id", dedup_token=token)  # doctest: +SKIP
-    WriteResult(inserted=100, skipped_existing=0, skipped_in_batch=0, attempts=1, existing=frozenset())
+    WriteResult(inserted=100, skipped_in_batch=0, attempts=1, existing=frozenset())
 """
 
 from __future__ import annotations
@@ -103,10 +103,13 @@ class WriteResult:
     those that repeated a key of the same batch."""
 
     inserted: int
-    skipped_existing: int
     skipped_in_batch: int = 0
     attempts: int = 1
     existing: frozenset[str] = frozenset()
+
+    @property
+    def skipped_existing(self) -> int:
+        return len(self.existing)
 
     @property
     def duplicates(self) -> int:
@@ -159,7 +162,7 @@ class ClickHouseWriter:
         columns = as_columns(rows)
         batch = _Batch.unique_by_key(table, columns, key, dedup_token)
         if batch.size == 0:
-            return WriteResult(inserted=0, skipped_existing=0)
+            return WriteResult(inserted=0)
 
         outcome = _Outcome()
         retrying = Retrying(
@@ -189,7 +192,6 @@ class ClickHouseWriter:
         existing = outcome.existing_before or frozenset()
         return WriteResult(
             inserted=batch.size - len(existing),
-            skipped_existing=len(existing),
             skipped_in_batch=batch.duplicates,
             attempts=outcome.attempts,
             existing=existing,

@@ -511,10 +511,10 @@ Position = tuple[str, int, int]
 """Where a scored event was read from: (source topic, partition, offset)."""
 
 
-def stored_earlier_flags(rows: Columns, stored_at: Mapping[str, Position]) -> tuple[np.ndarray, np.ndarray]:
+def stored_earlier_flags(rows: Columns, positions: Mapping[str, Position]) -> tuple[np.ndarray, np.ndarray]:
     """(replayed, repeated) flags, in batch order, for the events found stored before the batch was written.
 
-    ``stored_at`` maps those events to the position their stored row was read from. Stored from this very
+    ``positions`` maps those events to the position their stored row was read from. Stored from this very
     message (a redelivery of the batch): *replayed*. Stored from another message (the feed sent the event
     twice, so ``scored_events`` keeps the first): *repeated*, not to be counted again. An id twice in one
     batch is judged row by row, and ``batch_partials`` keeps its first row; in the rare redelivery where
@@ -523,11 +523,11 @@ def stored_earlier_flags(rows: Columns, stored_at: Mapping[str, Position]) -> tu
     ids = rows["event_id"]
     here = zip(ids, rows["source_topic"], rows["partition"], rows["offset"], strict=True)
     replayed = np.fromiter(
-        (stored_at.get(event_id) == (topic, partition, offset) for event_id, topic, partition, offset in here),
+        (positions.get(event_id) == (topic, partition, offset) for event_id, topic, partition, offset in here),
         dtype=bool,
         count=len(ids),
     )
-    earlier = np.fromiter((event_id in stored_at for event_id in ids), dtype=bool, count=len(ids))
+    earlier = np.fromiter((event_id in positions for event_id in ids), dtype=bool, count=len(ids))
     return replayed, earlier & ~replayed
 
 

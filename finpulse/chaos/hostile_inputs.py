@@ -44,9 +44,13 @@ class Pass:
     mixed: bool
     accepted: list[Accepted]
     refused: list[Refused]
-    valid_per_s: float
+    events: int  # valid events
     seconds: float
     worker_cpu_s: float | None  # from the worker being ready to the pass committed (None off Linux)
+
+    @property
+    def valid_per_s(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
 def run(settings: Settings, size: ScenarioSize, *, seed: int = 0) -> ChaosResult:
@@ -80,8 +84,7 @@ def run(settings: Settings, size: ScenarioSize, *, seed: int = 0) -> ChaosResult
             cpu_at_end = _worker_cpu_s(worker)
             cpu = None if cpu_at_ready is None or cpu_at_end is None else cpu_at_end - cpu_at_ready
             seconds = _seconds_to_store(worker.query, run_id)
-            rate = size.events / seconds if seconds > 0 else 0.0
-            passes.append(Pass(run_id, mixed, feed.accepted, feed.refused, rate, seconds, cpu))
+            passes.append(Pass(run_id, mixed, feed.accepted, feed.refused, size.events, seconds, cpu))
         overall, _ = drain(worker.query, accepted, timeout_s=300)
         reasons = {
             r["reason"]: int(r["n"])
@@ -111,8 +114,8 @@ def run(settings: Settings, size: ScenarioSize, *, seed: int = 0) -> ChaosResult
                 for p in passes
             ],
             # worker CPU per 1,000 valid events: less swayed by a busy machine than the wall-clock rates
-            "clean_worker_cpu_s_per_1k": _cpu_per_1k(passes, size.events, mixed=False),
-            "mixed_worker_cpu_s_per_1k": _cpu_per_1k(passes, size.events, mixed=True),
+            "clean_worker_cpu_s_per_1k": _cpu_per_1k(passes, mixed=False),
+            "mixed_worker_cpu_s_per_1k": _cpu_per_1k(passes, mixed=True),
             "clean_valid_per_s": round(clean_rate, 1),
             "mixed_valid_per_s": round(mixed_rate, 1),
             "throughput_ratio": round(ratio, 3),
@@ -136,18 +139,19 @@ def _throughput(passes: list[Pass], *, mixed: bool) -> float:
     """Valid events per second over all passes of one kind: their events over their summed seconds."""
     chosen = [p for p in passes if p.mixed == mixed]
     seconds = sum(p.seconds for p in chosen)
-    return sum(p.valid_per_s * p.seconds for p in chosen) / seconds if seconds > 0 else 0.0
+    return sum(p.events for p in chosen) / seconds if seconds > 0 else 0.0
 
 
 def _worker_cpu_s(worker: WorkerProcess) -> float | None:
     return None if worker.process is None else process_cpu_s(worker.process.pid)
 
 
-def _cpu_per_1k(passes: list[Pass], events: int, *, mixed: bool) -> float | None:
-    spent = [p.worker_cpu_s for p in passes if p.mixed == mixed]
-    if not spent or any(cpu is None for cpu in spent):
+def _cpu_per_1k(passes: list[Pass], *, mixed: bool) -> float | None:
+    chosen = [p for p in passes if p.mixed == mixed]
+    spent = [p.worker_cpu_s for p in chosen if p.worker_cpu_s is not None]
+    if not chosen or len(spent) < len(chosen):
         return None
-    return round(sum(spent) / (len(spent) * events / 1000), 3)  # type: ignore[arg-type]
+    return round(sum(spent) / (sum(p.events for p in chosen) / 1000), 3)
 
 
 def _seconds_to_store(query: Query, run_id: str) -> float:
