@@ -68,7 +68,10 @@ class WorkerState:
         self.producer = new_producer(self.bootstrap_servers)
         await self.producer.start()
         self.model_version = scorer.version
-        writer = ClickHouseWriter(client, retry_max_s=self.settings.clickhouse_retry_max_s)
+        retry_max_s = self.settings.clickhouse_retry_max_s
+        writer = ClickHouseWriter(client, retry_max_s=retry_max_s)
+        # the retrain and DLQ rows of a batch are inserted beside its scored rows, on a client of their own
+        side_client = await asyncio.to_thread(get_client, self.settings.resolved_clickhouse_dsn)
         self.alerts = await AlertService.open(self.settings, client, writer, self.producer)
         on_stored = [self.index_stage.on_scored] if self.index_stage else []
         self.pipeline = ScoringPipeline(
@@ -78,6 +81,7 @@ class WorkerState:
             writer,
             self.producer,
             on_stored=[*on_stored, self._alert_on_scored],
+            side_writer=ClickHouseWriter(side_client, retry_max_s=retry_max_s),
         )
         self.ready.set()
         log.info("worker ready: model %s, ClickHouse %s", scorer.version, _redacted(self.settings))

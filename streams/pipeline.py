@@ -2,6 +2,8 @@
 
 Offsets of a batch are committed by the caller only after ``process`` returned, that is after every row
 is in ClickHouse; the writer skips events already stored, so a redelivered batch writes nothing twice.
+The side tables (``retrain_samples``, ``dlq_events``) are written beside ``scored_events``, by a writer on a
+client of its own: a batch full of rejected messages then costs its DLQ insert in parallel, not in series.
 Events dropped that way are counted (``totals["duplicates"]``) and logged once per batch: a redelivery
 after a restart explains them, and a feed that sends an event twice shows up instead of vanishing.
 """
@@ -74,12 +76,16 @@ class ScoringPipeline:
         writer: ClickHouseWriter,
         producer: AIOKafkaProducer,
         on_stored: Sequence[OnStored] = (),
+        side_writer: ClickHouseWriter | None = None,
     ) -> None:
         self._settings = settings
         self._on_stored = tuple(on_stored)
         self._parser = parser
         self._scorer = scorer
         self._writer = writer
+        # Writes retrain_samples and dlq_events while ``writer`` writes scored_events: on a client of its
+        # own the two inserts run in parallel (chDB and the server both take concurrent clients).
+        self._side_writer = side_writer or writer
         self._producer = producer
         self.totals: dict[str, int] = defaultdict(int)
 
@@ -96,7 +102,10 @@ class ScoringPipeline:
         dlq_rows = dlq_columns(parsed.rejected, settings.dlq_payload_head_bytes, received_at=now)
 
         token = batch_token(messages)
-        stored = await asyncio.to_thread(self._store, token, scored_rows, retrain_rows, dlq_rows)
+        stored, _ = await asyncio.gather(
+            asyncio.to_thread(self._store_scored, token, scored_rows),
+            asyncio.to_thread(self._store_side, token, retrain_rows, dlq_rows),
+        )
         if stored.duplicates:
             log.info(
                 "batch %s: %d of %d events were duplicates, not stored again (%d stored before, %d twice in "
@@ -133,11 +142,12 @@ class ScoringPipeline:
         self._count(report)
         return report
 
-    def _store(self, token: str, scored_rows: Columns, retrain_rows: Columns, dlq_rows: Columns) -> WriteResult:
-        stored = self._writer.write("scored_events", scored_rows, key="event_id", dedup_token=f"scored/{token}")
-        self._writer.write("retrain_samples", retrain_rows, key="event_id", dedup_token=f"retrain/{token}")
-        self._writer.write("dlq_events", dlq_rows, key="dlq_id", dedup_token=f"dlq/{token}")
-        return stored
+    def _store_scored(self, token: str, scored_rows: Columns) -> WriteResult:
+        return self._writer.write("scored_events", scored_rows, key="event_id", dedup_token=f"scored/{token}")
+
+    def _store_side(self, token: str, retrain_rows: Columns, dlq_rows: Columns) -> None:
+        self._side_writer.write("retrain_samples", retrain_rows, key="event_id", dedup_token=f"retrain/{token}")
+        self._side_writer.write("dlq_events", dlq_rows, key="dlq_id", dedup_token=f"dlq/{token}")
 
     def _count(self, report: BatchReport) -> None:
         self.totals["batches"] += 1

@@ -9,10 +9,13 @@ compared as the valid events of each kind over the seconds they took.
 Each pass is one fresh stretch of market time after the last, as a live feed's would be, and each hostile
 input is dated like the valid event next to it. A pass is produced in full while the worker is stopped,
 so what is timed is the worker's processing, not this harness's producer (ten 10 MB messages take a
-while to send). A pass is timed from its first row stored to its last row stored (or dead-lettered);
-while it drains, the harness watches the group's committed offsets at the broker and reads nothing
-through the worker. A message the broker itself refuses (too large for it) was never accepted by Kafka;
-it is reported apart.
+while to send). A pass is timed from its first row stored to the last thing it wrote: a scored row, a
+dead-lettered message or an index update. While it drains, the harness watches the group's committed
+offsets at the broker and reads nothing through the worker; once they are at the end, it waits for the
+index to count every stored event before the worker stops. Without that wait the index work a pass left
+undone fell into the next pass, and the passes alternate: every mixed pass inherited a backlog, while the
+first clean pass inherited none. A message the broker itself refuses (too large for it) was never
+accepted by Kafka; it is reported apart.
 """
 
 from __future__ import annotations
@@ -20,11 +23,21 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from finpulse.chaos.accounting import Query
 from finpulse.chaos.hostile import hostile_inputs, mix, mix_slots
 from finpulse.chaos.result import ChaosResult, ScenarioSize
-from finpulse.chaos.stack import commits_at_end, drain, process_cpu_s, scenario_settings, wait_for_commits
+from finpulse.chaos.stack import (
+    commits_at_end,
+    drain,
+    indexed_events,
+    process_cpu_s,
+    scenario_settings,
+    stored_rows,
+    wait_for_commits,
+    wait_until,
+)
 from finpulse.chaos.traffic import Accepted, Feeder, Message, Refused, end_offsets, event_time, valid_messages
 from finpulse.feed import default_start
 from finpulse.harness import EmbeddedPipeline, WorkerProcess
@@ -46,7 +59,7 @@ class Pass:
     refused: list[Refused]
     events: int  # valid events
     seconds: float
-    worker_cpu_s: float | None  # from the worker being ready to the pass committed (None off Linux)
+    worker_cpu_s: float | None  # from the worker being ready to the pass committed and indexed (None off Linux)
 
     @property
     def valid_per_s(self) -> float:
@@ -59,6 +72,7 @@ def run(settings: Settings, size: ScenarioSize, *, seed: int = 0) -> ChaosResult
     own = scenario_settings(settings, "hostile", sql_max_rows=max(settings.sql_max_rows, 2 * every_message))
     kinds = [index % 2 == 1 for index in range(size.throughput_passes)]  # clean, mixed, clean, …
     first_start = default_start(PASS_SPAN * (len(kinds) + 1))
+    window_s = max(own.index_windows_s)
     passes: list[Pass] = []
     with EmbeddedPipeline(own) as pipeline:
         worker = pipeline.worker
@@ -67,6 +81,7 @@ def run(settings: Settings, size: ScenarioSize, *, seed: int = 0) -> ChaosResult
         warm = valid_messages(WARM_UP_EVENTS, seed=seed, run_id="warm", start=first_start, span=PASS_SPAN)
         accepted = Feeder(pipeline.bootstrap_servers, own, warm).send_all().accepted
         drain(worker.query, accepted, timeout_s=300)
+        wait_until(partial(_indexed_all, worker.query, window_s), timeout_s=300, poll_s=0.5)
         for index, mixed in enumerate(kinds):
             start = first_start + PASS_SPAN * (index + 1)
             run_id = f"{'mixed' if mixed else 'clean'}{index}"
@@ -81,6 +96,8 @@ def run(settings: Settings, size: ScenarioSize, *, seed: int = 0) -> ChaosResult
             committed = wait_for_commits(pipeline.bootstrap_servers, own, end_offsets(accepted), timeout_s=600)
             if not commits_at_end(committed, end_offsets(accepted)):
                 break  # the accounting below says what is missing
+            if not wait_until(partial(_indexed_all, worker.query, window_s), timeout_s=300, poll_s=0.5):
+                break
             cpu_at_end = _worker_cpu_s(worker)
             cpu = None if cpu_at_ready is None or cpu_at_end is None else cpu_at_end - cpu_at_ready
             seconds = _seconds_to_store(worker.query, run_id)
@@ -154,8 +171,13 @@ def _cpu_per_1k(passes: list[Pass], *, mixed: bool) -> float | None:
     return round(sum(spent) / (sum(p.events for p in chosen) / 1000), 3)
 
 
+def _indexed_all(query: Query, window_s: int) -> bool:
+    return indexed_events(query, window_s) >= stored_rows(query)
+
+
 def _seconds_to_store(query: Query, run_id: str) -> float:
-    """Seconds from the pass's first row stored to the last thing stored since (a row or a DLQ entry).
+    """Seconds from the pass's first row stored to the last thing written since: a row, a DLQ entry or an
+    index update (the index has caught up with every earlier pass before this one starts).
 
     Rows are stored per batch, so the first batch's own processing time is left out of every pass alike.
     """
@@ -163,6 +185,7 @@ def _seconds_to_store(query: Query, run_id: str) -> float:
     row = query(
         f"SELECT (SELECT toUnixTimestamp64Micro(min(stored_at)) {mine}) / 1e6 AS first,"
         f" greatest((SELECT toUnixTimestamp64Micro(max(stored_at)) {mine}),"
-        "  (SELECT toUnixTimestamp64Micro(max(received_at)) FROM dlq_events)) / 1e6 AS last"
+        "  (SELECT toUnixTimestamp64Micro(max(received_at)) FROM dlq_events),"
+        "  (SELECT toUnixTimestamp64Micro(max(updated_at)) FROM opinion_index)) / 1e6 AS last"
     )[0]
     return max(0.0, float(row["last"]) - float(row["first"]))

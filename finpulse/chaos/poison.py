@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer
 
 from finpulse.chaos.accounting import read_store, tally
 from finpulse.chaos.result import ChaosResult, ScenarioSize
-from finpulse.chaos.stack import drain, scenario_settings, wait_until
+from finpulse.chaos.stack import drain, indexed_events, scenario_settings, wait_until
 from finpulse.chaos.traffic import Accepted, Feeder, Message, new_feed_producer, valid_messages
 from finpulse.harness import EmbeddedPipeline, WorkerProcess
 from finpulse.settings import Settings
@@ -72,7 +72,7 @@ def run(settings: Settings, size: ScenarioSize, *, seed: int = 0) -> ChaosResult
         up_after_changelog = _alive(worker)
 
         result, _ = drain(worker.query, accepted, timeout_s=60)
-        indexed = _indexed(worker, window_s)
+        indexed = indexed_events(worker.query, window_s)
         expected = {p.position: reason for p, (_, _, reason) in zip(poison, POISON_PARTIALS, strict=True)}
         expected[changelog.position] = CORRUPT_ROW[2]
         published = asyncio.run(_dlq_reasons(pipeline.bootstrap_servers, own.topic(topics.EVENTS_DLQ), expected))
@@ -117,19 +117,10 @@ def _alive(worker: WorkerProcess) -> bool:
     return worker.process is not None and worker.process.poll() is None and bool(worker.health().get("ready"))
 
 
-def _indexed(worker: WorkerProcess, window_s: int) -> int:
-    """Events the streamed index counted on ``market:all`` (every event counts there once per window size)."""
-    found = worker.scalar(
-        "SELECT sum(buzz + late_events) AS n FROM opinion_index_final "
-        f"WHERE scope = 'market' AND key = 'all' AND window_s = {int(window_s)}"
-    )
-    return int(found or 0)
-
-
 def _drained(worker: WorkerProcess, accepted: Sequence[Accepted], window_s: int) -> bool:
     """Every accepted message stored or dead-lettered, and every stored event counted by the index."""
     result = tally(accepted, read_store(worker.query))
-    return result.lost == 0 and _indexed(worker, window_s) >= result.stored
+    return result.lost == 0 and indexed_events(worker.query, window_s) >= result.stored
 
 
 def _named(reasons: dict[tuple[str, int, int], str]) -> dict[str, str]:

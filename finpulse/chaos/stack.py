@@ -106,6 +106,15 @@ def stored_rows(query: Query) -> int:
     return int(query("SELECT count() AS n FROM scored_events")[0]["n"])
 
 
+def indexed_events(query: Query, window_s: int) -> int:
+    """Events the streamed index counted on ``market:all`` (every event counts there once per window size)."""
+    found = query(
+        "SELECT sum(buzz + late_events) AS n FROM opinion_index_final "
+        f"WHERE scope = 'market' AND key = 'all' AND window_s = {int(window_s)}"
+    )[0]["n"]
+    return int(found or 0)
+
+
 def wait_for_progress(query: Query, beyond: int, timeout_s: float) -> float | None:
     """Seconds until ``scored_events`` holds more than ``beyond`` rows; None if it did not in time."""
     started = time.monotonic()
