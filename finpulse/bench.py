@@ -90,6 +90,7 @@ def model_only(
 
 
 def bench_pipeline(settings: Settings, *, events: int, seed: int = 11, warmup: int = 500) -> PipelineBench:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="bench-", dir=settings.data_dir.resolve())
     run_settings = settings.model_copy(update={"data_dir": Path(workdir), "clickhouse_dsn": ""})
     try:

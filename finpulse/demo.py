@@ -105,8 +105,13 @@ def run_feed(
 
 
 def wait_for_index_to_settle(pipeline: EmbeddedPipeline, timeout_s: float = 20.0, quiet_s: float = 1.5) -> None:
-    """The index and alert stages trail the stored events by one agent hop: wait until they stop changing."""
+    """The index and alert stages trail the stored events by one agent hop: wait until they stop changing.
+
+    Quiet means no index update for ``quiet_s`` beyond one index flush (``FINPULSE_INDEX_FLUSH_S``), the
+    longest the index waits to gather its input.
+    """
     assert pipeline.worker is not None
+    quiet_s += pipeline.settings.index_flush_s
     deadline = time.monotonic() + timeout_s
     last, quiet_since = None, time.monotonic()
     while time.monotonic() < deadline:

@@ -101,6 +101,12 @@ class Settings(BaseSettings):
     index_allowed_lateness_s: float = Field(
         60.0, ge=0, description="Events later than this behind the event-time watermark are reported as late."
     )
+    index_flush_s: float = Field(
+        1.0,
+        gt=0,
+        description="Longest wait to gather index input into one batch: while the index keeps up, each window "
+        "it touches is updated about once per flush, however the scored batches arrive.",
+    )
     alert_rules_path: Path | None = Field(None, description="YAML/TOML alert rules; empty = the packaged defaults.")
     alert_webhooks: list[str] = Field([], description="Webhook URLs that receive every alert (JSON list).")
     alert_webhook_secret: SecretStr = Field(

@@ -134,6 +134,11 @@ def create_app(settings: Settings, bootstrap_servers: str) -> tuple[faust.App, W
         topic_partitions=settings.topic_partitions,
         topic_allow_declare=True,
         stream_buffer_maxsize=max(4096, 2 * settings.batch_size),
+        # One fetch round hands over at most a batch: Faust's drain loop blocks on a full stream buffer, and
+        # a round of thousands of raw messages held the index agent's partials behind it until the raw
+        # backlog was nearly gone (10+ s after a restart with a backlog). Smaller rounds let a full buffer
+        # pause its partitions while the partials still flow.
+        broker_max_poll_records=settings.batch_size,
         consumer_max_fetch_size=max(4 << 20, 2 * settings.max_message_bytes),
     )
     state = WorkerState(settings, bootstrap_servers)

@@ -98,7 +98,6 @@ TABLE_NAME = "opinion-index"
 INDEX_TABLE = "opinion_index"
 END_MARKER = b"~"  # value of the changelog end markers (see IndexStage._write_states)
 INDEX_BATCH_MAX = 10_000
-INDEX_BATCH_WAIT_S = 0.1
 
 Columns = Mapping[str, Sequence[object]]
 WindowRef = tuple[str, str, int, datetime]  # scope, key, window size, window start
@@ -309,8 +308,9 @@ class IndexStage:
         self._writer = ClickHouseWriter(
             await asyncio.to_thread(self._clickhouse), retry_max_s=self._settings.clickhouse_retry_max_s
         )
-        wait_s = min(INDEX_BATCH_WAIT_S, self._settings.batch_max_wait_s)
-        async for events in stream.take_events(INDEX_BATCH_MAX, within=wait_s):
+        # An index batch costs about one update per window it touches, whatever the number of partials in it:
+        # batching by time (not by scored batch) keeps that cost flat when scoring speeds up or slows down.
+        async for events in stream.take_events(INDEX_BATCH_MAX, within=self._settings.index_flush_s):
             messages = [event.message for event in events]
             await self.guard.check(messages)
             await process_whole(self.process(events), what="index")

@@ -34,5 +34,6 @@ def pipeline_settings(tmp_path: Path, broker: EmbeddedBroker) -> Settings:
         topic_partitions=2,
         batch_size=200,
         batch_max_wait_s=0.2,
+        index_flush_s=0.1,
         broker_rebalance_timeout_s=3.0,
     )

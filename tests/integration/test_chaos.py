@@ -30,6 +30,7 @@ def chaos_settings(tmp_path: Path) -> Settings:
         topic_partitions=2,
         batch_size=200,
         batch_max_wait_s=0.2,
+        index_flush_s=0.1,
         broker_rebalance_timeout_s=3.0,
         broker_session_timeout_s=6.0,  # a killed worker's partitions move sooner: shorter kill cycles
     )
