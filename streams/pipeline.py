@@ -2,10 +2,11 @@
 
 Offsets of a batch are committed by the caller only after ``process`` returned, that is after every row
 is in ClickHouse; the writer skips events already stored, so a redelivered batch writes nothing twice.
-The side tables (``retrain_samples``, ``dlq_events``) are written beside ``scored_events``, by a writer on a
-client of its own: a batch full of rejected messages then costs its DLQ insert in parallel, not in series.
 Events dropped that way are counted (``totals["duplicates"]``) and logged once per batch: a redelivery
 after a restart explains them, and a feed that sends an event twice shows up instead of vanishing.
+
+The side tables (``retrain_samples``, ``dlq_events``) are written beside ``scored_events``, by a writer on a
+client of its own: a batch with rejected messages pays for its DLQ insert in parallel, not in series.
 """
 
 from __future__ import annotations
